@@ -1,0 +1,1 @@
+"""Pixels <-> vectors. Depends on torch and einops only; knows nothing of time or actions."""

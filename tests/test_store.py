@@ -1,0 +1,119 @@
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.synthetic import moving_squares
+from worldmodels.errors import CorruptEpisodeError, StoreError
+from worldmodels.store import EpisodeStore, load_episode, one_hot, validate_episode, write_episode
+
+
+def test_round_trip(tmp_path):
+    episodes = moving_squares(episodes=3, length=10, size=16)
+    store = EpisodeStore(tmp_path, create=True, metadata={"env": "synthetic"})
+    for episode in episodes:
+        store.add(episode)
+    again = EpisodeStore(tmp_path)
+    assert len(again) == 3 and again.lengths() == [10, 10, 10]
+    assert again.image_shape == (16, 16, 3) and again.action_dim == 2 and not again.discrete
+    stored = sorted((again.episode(i) for i in range(3)), key=lambda e: e["image"].tobytes())
+    for original, loaded in zip(sorted(episodes, key=lambda e: e["image"].tobytes()), stored):
+        for key, value in original.items():
+            np.testing.assert_array_equal(loaded[key], value)
+            assert loaded[key].dtype == value.dtype
+    window = again.read(0, 2, 5)
+    assert window["image"].shape == (5, 16, 16, 3) and window["action"].dtype == np.float32
+
+
+def test_discrete_actions_become_one_hot(tmp_path):
+    episode = moving_squares(episodes=1, length=6, size=8)[0]
+    episode["action"] = np.array([-1, 0, 2, 1, 2, 0])
+    store = EpisodeStore(tmp_path, create=True, metadata={"action_space": {"type": "Discrete", "n": 3}})
+    store.add(episode)
+    store.refresh()
+    action = store.read(0, 0, 6)["action"]
+    np.testing.assert_array_equal(action, one_hot(episode["action"], 3))
+    assert action[0].sum() == 0 and action.shape == (6, 3)
+
+
+def test_validation_names_the_problem():
+    episode = moving_squares(episodes=1, length=5, size=8)[0]
+    bad = dict(episode, reward=np.array([0, 1, np.nan, 0, 0], np.float32))
+    with pytest.raises(CorruptEpisodeError, match="ep.npz: reward contains NaN"):
+        validate_episode(bad, "ep.npz")
+    with pytest.raises(CorruptEpisodeError, match="action contains NaN"):
+        validate_episode(dict(episode, action=np.full((5, 2), np.inf, np.float32)))
+    with pytest.raises(CorruptEpisodeError, match="missing arrays"):
+        validate_episode({k: v for k, v in episode.items() if k != "is_last"})
+    with pytest.raises(CorruptEpisodeError, match="image must be uint8"):
+        validate_episode(dict(episode, image=episode["image"].astype(np.float32)))
+
+
+def test_corrupt_file_is_reported_by_name_and_skipped_or_raised(tmp_path):
+    good, broken = moving_squares(episodes=2, length=8, size=8)
+    write_episode(tmp_path, good)
+    path = write_episode(tmp_path, broken)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # truncated file
+    with pytest.warns(UserWarning, match=path.name):
+        store = EpisodeStore(tmp_path)
+    assert len(store) == 1
+    with pytest.raises(CorruptEpisodeError, match=path.name):
+        EpisodeStore(tmp_path, on_corrupt="raise")
+    with pytest.raises(CorruptEpisodeError, match="cannot read episode"):
+        load_episode(path)
+
+
+def test_mismatched_image_shape_is_corrupt_for_this_store(tmp_path):
+    write_episode(tmp_path, moving_squares(episodes=1, length=4, size=8)[0])
+    write_episode(tmp_path, moving_squares(episodes=1, length=4, size=16)[0])
+    with pytest.raises(CorruptEpisodeError, match="differs from the store"):
+        EpisodeStore(tmp_path, on_corrupt="raise")
+
+
+def test_new_episodes_become_visible_to_a_reader(tmp_path):
+    episodes = moving_squares(episodes=2, length=6, size=8)
+    writer = EpisodeStore(tmp_path, create=True)
+    writer.add(episodes[0])
+    reader = EpisodeStore(tmp_path)
+    assert len(reader) == 1
+    writer.add(episodes[1])
+    assert reader.refresh() == 1 and len(reader) == 2
+
+
+def test_missing_store_and_conflicting_metadata(tmp_path):
+    with pytest.raises(StoreError, match="no such episode store"):
+        EpisodeStore(tmp_path / "nope")
+    EpisodeStore(tmp_path, create=True, metadata={"env": "dmc:cartpole-swingup"})
+    with pytest.raises(StoreError, match="use another --out"):
+        EpisodeStore(tmp_path, create=True, metadata={"env": "CarRacing-v3"})
+
+
+WRITER = """
+import sys, numpy as np
+from worldmodels.store import write_episode
+T = 400
+rng = np.random.default_rng(0)
+episode = dict(image=rng.integers(0, 255, (T, 128, 128, 3), dtype=np.uint8), action=np.zeros((T, 1), np.float32),
+               reward=np.zeros(T, np.float32), is_first=np.eye(1, T, dtype=bool)[0], is_last=np.zeros(T, bool),
+               is_terminal=np.zeros(T, bool))
+print("ready", flush=True)
+write_episode(sys.argv[1], episode)
+"""
+
+
+def test_writer_killed_mid_write_leaves_no_visible_episode(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE,
+                            cwd=Path(__file__).parents[1])
+    assert proc.stdout.readline().strip() == b"ready"
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".*.tmp")):  # wait until the write is under way
+        assert time.monotonic() < deadline and proc.poll() is None, "writer finished before it could be killed"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not list(tmp_path.glob("*.npz"))
+    assert len(EpisodeStore(tmp_path)) == 0

@@ -1,0 +1,163 @@
+"""The `worldmodels` command line.
+
+    worldmodels envs [--filter TEXT]                      list environment specs
+    worldmodels collect --env SPEC --episodes N --out DIR random-policy episodes into a store
+    worldmodels info DIR                                  summarize an episode store or a video folder
+    worldmodels fit -c configs/RECIPE.yaml [--key value]  train a world model (LightningCLI)
+    worldmodels dream --ckpt CKPT --data DIR --out dream.mp4   open-loop dreams next to the truth
+
+Errors a user can cause print one line (what, which file, what to do) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from worldmodels.errors import WorldModelsError
+
+
+def cmd_envs(args: argparse.Namespace) -> None:
+    from worldmodels import envs
+
+    for spec in envs.list_specs():
+        if args.filter is None or args.filter.lower() in spec.lower():
+            print(spec)
+
+
+def cmd_collect(args: argparse.Namespace) -> None:
+    from worldmodels.collect import collect
+
+    returns = collect(
+        args.env,
+        args.episodes,
+        args.out,
+        size=args.size,
+        action_repeat=args.action_repeat,
+        seed=args.seed,
+        workers=args.workers,
+        max_steps=args.max_steps,
+    )
+    print(f"added {len(returns)} episodes to {args.out} (mean return {np.mean(returns):.2f}); "
+          f"see `worldmodels info {args.out}`")
+
+
+def summarize(path: str | Path) -> dict:
+    """What `worldmodels info` prints, as a dict."""
+    from worldmodels.data import open_source
+    from worldmodels.store import EpisodeStore
+
+    source = open_source(path)
+    lengths = np.array(source.lengths())
+    info: dict = {"path": str(path)}
+    if isinstance(source, EpisodeStore):
+        returns = np.array([source.episode(i)["reward"].sum() for i in range(len(source))])
+        meta = source.metadata
+        info.update(
+            kind="episode store",
+            env=meta.get("env"),
+            action_repeat=meta.get("action_repeat"),
+            episodes=len(source),
+            steps=int(lengths.sum()),
+            image_shape=list(source.image_shape),
+            action_space=meta.get("action_space") or {"discrete": source.discrete, "dim": source.action_dim},
+            episode_length={"min": int(lengths.min()), "mean": float(lengths.mean()), "max": int(lengths.max())},
+            returns={"mean": float(returns.mean()), "std": float(returns.std()), "min": float(returns.min()),
+                     "max": float(returns.max())},
+        )
+    else:
+        info.update(
+            kind="video folder",
+            videos=len(lengths),
+            frames=int(lengths.sum()),
+            image_shape=[source.size, source.size, 3],
+            action_space={"discrete": source.discrete, "dim": source.action_dim} if source.action_dim else None,
+            video_length={"min": int(lengths.min()), "mean": float(lengths.mean()), "max": int(lengths.max())},
+        )
+    return info
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    info = summarize(args.path)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return
+    for key, value in info.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in value.items())
+        print(f"{key:>15}: {value}")
+
+
+def cmd_dream(args: argparse.Namespace) -> None:
+    from worldmodels.dream_cli import run_dream
+
+    run_dream(args)
+
+
+def cmd_fit(argv: list[str]) -> None:
+    from worldmodels.fit import fit_cli
+
+    fit_cli(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="worldmodels", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("envs", help="list environment specs")
+    p.add_argument("--filter", help="only specs containing this text")
+    p.set_defaults(func=cmd_envs)
+
+    p = sub.add_parser("collect", help="collect random-policy episodes into an episode store")
+    p.add_argument("--env", required=True, help="dmc:<domain>-<task> or a gymnasium id (see `worldmodels envs`)")
+    p.add_argument("--episodes", type=int, required=True)
+    p.add_argument("--out", required=True, help="episode store directory (created; re-running adds episodes)")
+    p.add_argument("--size", type=int, default=64, help="image height and width (default 64)")
+    p.add_argument("--action-repeat", type=int, default=None, help="default: per task as in PlaNet")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="parallel environment processes")
+    p.add_argument("--max-steps", type=int, default=None, help="cut episodes after this many steps")
+    p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("info", help="summarize an episode store or a video folder")
+    p.add_argument("path")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("dream", help="open-loop dreams next to the truth: video + per-step metrics")
+    p.add_argument("--ckpt", required=True, help="a world-model checkpoint (.ckpt)")
+    p.add_argument("--data", required=True, help="episode store or video folder to take sequences from")
+    p.add_argument("--out", default="dream.mp4", help="video path (.mp4/.gif/.webm); metrics go beside it")
+    p.add_argument("--context", type=int, default=5, help="real frames the model observes first")
+    p.add_argument("--horizon", type=int, default=45, help="open-loop steps to dream")
+    p.add_argument("--actions", default="recorded", help="recorded | random | FILE.npy of shape (B, horizon, A)")
+    p.add_argument("--sequences", type=int, default=4, help="how many sequences to show")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_dream)
+
+    sub.add_parser("fit", help="train a world model: worldmodels fit -c configs/RECIPE.yaml [--key value ...]",
+                   add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv and argv[0] == "fit":
+            cmd_fit(argv[1:])
+            return
+        args = build_parser().parse_args(argv)
+        args.func(args)
+    except WorldModelsError as e:
+        print(f"worldmodels: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""Sequence sampling over episode stores and video folders, and the LightningDataModule that serves it.
+
+A *source* is an ``EpisodeStore`` (worldmodels/store.py) or a ``VideoFolder`` (worldmodels/videos.py); both
+answer ``lengths()``, ``read(index, start, length)``, ``refresh()``, ``action_dim`` and ``discrete``.
+
+Sampling is uniform over time steps: a window of ``T`` steps starts at a step drawn uniformly from all steps
+of all sources, and when it runs past the end of an episode it continues with the next episode, whose first
+step carries ``is_first=True``. Models reset their state there, so no step is wasted and short episodes
+(shorter than ``T``) are usable.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from worldmodels.errors import StoreError
+from worldmodels.store import EpisodeStore, is_episode_store
+
+
+class Source(Protocol):
+    action_dim: int
+    discrete: bool
+
+    def lengths(self) -> list[int]: ...
+
+    def read(self, index: int, start: int, length: int) -> dict[str, np.ndarray]: ...
+
+    def refresh(self) -> Any: ...
+
+
+def open_source(path: str | Path, size: int | None = None, on_corrupt: str = "warn") -> Source:
+    """An episode store or a video folder at ``path``; ``size`` resizes videos (stores keep their size)."""
+    from worldmodels.videos import VideoFolder, is_video_folder
+
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"{path}: no such file or directory; give an episode store or a folder of videos")
+    if is_episode_store(path):
+        store = EpisodeStore(path, on_corrupt=on_corrupt)
+        if len(store) == 0:
+            raise StoreError(f"{path}: the episode store holds no episodes; run `worldmodels collect --out {path}`")
+        if size is not None and store.image_shape[0] != size:
+            raise StoreError(
+                f"{path}: episodes are {store.image_shape[0]}px but size {size} was asked for; "
+                f"drop the size option or re-collect with --size {size}"
+            )
+        return store
+    if is_video_folder(path):
+        return VideoFolder(path, size=size or 64, on_error="skip" if on_corrupt == "warn" else "raise")
+    raise StoreError(
+        f"{path}: neither an episode store (*.npz + metadata.json) nor a folder of videos "
+        "(mp4/webm/avi/mov/gif or png/jpg frame folders)"
+    )
+
+
+def image_size_of(source: Source) -> int:
+    return int(source.image_shape[0]) if isinstance(source, EpisodeStore) else int(source.size)
+
+
+class SequenceSampler:
+    """Draws windows of ``length`` steps, uniform over the time steps of all ``sources``."""
+
+    def __init__(self, sources: list[Source], length: int, seed: int = 0, refresh_every: float = 5.0) -> None:
+        self.sources = sources
+        self.length = length
+        self.rng = np.random.default_rng(seed)
+        self.refresh_every = refresh_every
+        self._last_refresh = time.monotonic()
+        self._index()
+
+    def _index(self) -> None:
+        self.items = [(s, i) for s in self.sources for i in range(len(s.lengths()))]
+        self.item_lengths = np.array([n for s in self.sources for n in s.lengths()], np.int64)
+        if self.item_lengths.sum() == 0:
+            raise StoreError("no steps to sample: every source is empty")
+        self.ends = np.cumsum(self.item_lengths)
+
+    def maybe_refresh(self) -> None:
+        """Pick up episodes a running collector has written since the last look."""
+        if time.monotonic() - self._last_refresh >= self.refresh_every:
+            self._last_refresh = time.monotonic()
+            if sum(bool(s.refresh()) for s in self.sources):
+                self._index()
+
+    def sample(self) -> dict[str, np.ndarray]:
+        """One window: image (T, H, W, 3) uint8, action (T, A), reward (T,), is_first/is_last/is_terminal (T,)."""
+        self.maybe_refresh()
+        step = int(self.rng.integers(self.ends[-1]))
+        item = int(np.searchsorted(self.ends, step, side="right"))
+        offset = step - (self.ends[item] - self.item_lengths[item])
+        parts, need = [], self.length
+        while need > 0:
+            source, index = self.items[item]
+            take = min(need, int(self.item_lengths[item] - offset))
+            parts.append(source.read(index, int(offset), take))
+            need -= take
+            item, offset = (item + 1) % len(self.items), 0
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+class SequenceDataset(IterableDataset):
+    """An endless stream of windows. Each dataloader worker and each DDP rank draws from its own seed,
+    so all of them see different samples."""
+
+    def __init__(self, paths: list[str], length: int, size: int | None, seed: int, on_corrupt: str) -> None:
+        self.paths, self.length, self.size, self.seed, self.on_corrupt = paths, length, size, seed, on_corrupt
+
+    def __iter__(self):
+        worker = get_worker_info()
+        worker_id = worker.id if worker else 0
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        seed = np.random.SeedSequence([self.seed, rank, worker_id])
+        sources = [open_source(p, self.size, self.on_corrupt) for p in self.paths]
+        sampler = SequenceSampler(sources, self.length, seed=seed)
+        while True:
+            yield sampler.sample()
+
+
+class SequenceDataModule(L.LightningDataModule):
+    """Batches of windows from episode stores and/or video folders.
+
+    Batch (batch-major): image uint8 (B, T, H, W, 3), action float32 (B, T, A) (A = 0 for video without
+    actions), reward float32 (B, T), is_first / is_last / is_terminal bool (B, T).
+    """
+
+    def __init__(
+        self,
+        path: str | list[str],
+        batch_size: int = 16,
+        length: int = 64,
+        size: int | None = None,
+        workers: int = 0,
+        seed: int = 0,
+        on_corrupt: str = "warn",
+    ) -> None:
+        super().__init__()
+        self.paths = [str(p) for p in ([path] if isinstance(path, str | Path) else path)]
+        self.batch_size, self.length, self.workers, self.seed = batch_size, length, workers, seed
+        self.on_corrupt = on_corrupt
+        sources = [open_source(p, size, on_corrupt) for p in self.paths]
+        sizes = {image_size_of(s) for s in sources}
+        dims = {(s.action_dim, s.discrete) for s in sources}
+        if len(sizes) > 1 or len(dims) > 1:
+            raise StoreError(
+                f"{self.paths}: sources disagree on image size {sizes} or action space (dim, discrete) {dims}"
+            )
+        self.image_size = sizes.pop()
+        self.action_dim, self.discrete = dims.pop()
+        self.size = self.image_size
+        self.steps = sum(sum(s.lengths()) for s in sources)
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = SequenceDataset(self.paths, self.length, self.size, self.seed, self.on_corrupt)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            num_workers=self.workers,
+            persistent_workers=self.workers > 0,
+            multiprocessing_context="spawn" if self.workers > 0 else None,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def sample_batch(self, batch_size: int | None = None, seed: int | None = None) -> dict[str, torch.Tensor]:
+        """A batch drawn in this process (for dreams, evaluation and tests)."""
+        dataset = SequenceDataset(self.paths, self.length, self.size, self.seed if seed is None else seed, "warn")
+        stream = iter(dataset)
+        samples = [next(stream) for _ in range(batch_size or self.batch_size)]
+        return {k: torch.from_numpy(np.stack([s[k] for s in samples])) for k in samples[0]}

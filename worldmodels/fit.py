@@ -1,0 +1,64 @@
+"""`worldmodels fit`: train any world model from a YAML recipe with LightningCLI.
+
+    worldmodels fit -c configs/rssm_dmc.yaml --data.path data/cartpole --trainer.max_steps 10000
+    worldmodels fit -c configs/rssm_dmc.yaml --ckpt_path last        # resume the run in trainer.default_root_dir
+
+The model's ``action_dim``, ``discrete`` and ``image_size`` are taken from the data. Every run writes into
+``trainer.default_root_dir`` (default ``runs/fit``): ``checkpoints/`` (``last.ckpt`` plus periodic ones),
+TensorBoard events and ``metrics.csv``; the TensorBoard logs show open-loop dream videos during training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from worldmodels.data import SequenceDataModule
+from worldmodels.dreaming import DreamVideoCallback
+
+
+class WorldModelCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        for key in ("action_dim", "discrete", "image_size"):
+            parser.link_arguments(f"data.{key}", f"model.init_args.{key}", apply_on="instantiate")
+        parser.add_argument("--checkpoint_every", type=int, default=500, help="save last.ckpt every N steps")
+        parser.add_argument("--dream_every", type=int, default=1000, help="log a dream video every N steps (0: off)")
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> L.Trainer:
+        root = Path(config.get("default_root_dir") or "runs/fit")
+        config["default_root_dir"] = str(root)
+        if config.get("logger") in (None, True):
+            # Fixed (unversioned) log dirs: a resumed run appends to the same logs and finds its last.ckpt.
+            config["logger"] = [TensorBoardLogger(root, name="", version=""), CSVLogger(root, name="", version="")]
+        options = self.config[self.subcommand] if self.subcommand else self.config
+        callbacks = list(callbacks) + [
+            ModelCheckpoint(
+                dirpath=root / "checkpoints",
+                filename="step{step}",
+                auto_insert_metric_name=False,
+                every_n_train_steps=options["checkpoint_every"],
+                save_last=True,
+                save_top_k=-1,
+            )
+        ]
+        if options["dream_every"] > 0:
+            callbacks.append(DreamVideoCallback(every_n_steps=options["dream_every"]))
+        return super()._instantiate_trainer(config, callbacks)
+
+
+def fit_cli(argv: list[str]) -> None:
+    """Run LightningCLI's `fit` with our DataModule and any LightningModule from worldmodels."""
+    WorldModelCLI(
+        model_class=L.LightningModule,
+        subclass_mode_model=True,
+        datamodule_class=SequenceDataModule,
+        args=["fit", *argv],
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={"default_root_dir": "runs/fit", "log_every_n_steps": 10},
+        auto_configure_optimizers=False,
+    )
