@@ -42,18 +42,20 @@ def open_source(path: str | Path, size: int | None = None, on_corrupt: str = "wa
     path = Path(path)
     if not path.exists():
         raise StoreError(f"{path}: no such file or directory; give an episode store or a folder of videos")
+    if is_video_folder(path):
+        return VideoFolder(path, size=size or 64, on_error="skip" if on_corrupt == "warn" else "raise")
     if is_episode_store(path):
         store = EpisodeStore(path, on_corrupt=on_corrupt)
         if len(store) == 0:
-            raise StoreError(f"{path}: the episode store holds no episodes; run `worldmodels collect --out {path}`")
+            raise StoreError(
+                f"{path}: the episode store holds no episodes; run `worldmodels collect --out {path}`"
+            )
         if size is not None and store.image_shape[0] != size:
             raise StoreError(
                 f"{path}: episodes are {store.image_shape[0]}px but size {size} was asked for; "
                 f"drop the size option or re-collect with --size {size}"
             )
         return store
-    if is_video_folder(path):
-        return VideoFolder(path, size=size or 64, on_error="skip" if on_corrupt == "warn" else "raise")
     raise StoreError(
         f"{path}: neither an episode store (*.npz + metadata.json) nor a folder of videos "
         "(mp4/webm/avi/mov/gif or png/jpg frame folders)"
@@ -67,9 +69,17 @@ def image_size_of(source: Source) -> int:
 class SequenceSampler:
     """Draws windows of ``length`` steps, uniform over the time steps of all ``sources``."""
 
-    def __init__(self, sources: list[Source], length: int, seed: int = 0, refresh_every: float = 5.0) -> None:
+    def __init__(
+        self,
+        sources: list[Source],
+        length: int,
+        seed: int | np.random.SeedSequence = 0,
+        refresh_every: float = 5.0,
+        contiguous: bool = False,
+    ) -> None:
         self.sources = sources
         self.length = length
+        self.contiguous = contiguous  # windows never cross an episode boundary (for dreams and evaluation)
         self.rng = np.random.default_rng(seed)
         self.refresh_every = refresh_every
         self._last_refresh = time.monotonic()
@@ -81,6 +91,12 @@ class SequenceSampler:
         if self.item_lengths.sum() == 0:
             raise StoreError("no steps to sample: every source is empty")
         self.ends = np.cumsum(self.item_lengths)
+        self.starts = np.maximum(self.item_lengths - self.length + 1, 0)  # contiguous windows per item
+        if self.contiguous and self.starts.sum() == 0:
+            raise StoreError(
+                f"no episode or video has {self.length} steps; longest has {self.item_lengths.max()}: "
+                "ask for shorter sequences"
+            )
 
     def maybe_refresh(self) -> None:
         """Pick up episodes a running collector has written since the last look."""
@@ -92,6 +108,10 @@ class SequenceSampler:
     def sample(self) -> dict[str, np.ndarray]:
         """One window: image (T, H, W, 3) uint8, action (T, A), reward (T,), is_first/is_last/is_terminal (T,)."""
         self.maybe_refresh()
+        if self.contiguous:
+            item = int(self.rng.choice(len(self.items), p=self.starts / self.starts.sum()))
+            source, index = self.items[item]
+            return source.read(index, int(self.rng.integers(self.starts[item])), self.length)
         step = int(self.rng.integers(self.ends[-1]))
         item = int(np.searchsorted(self.ends, step, side="right"))
         offset = step - (self.ends[item] - self.item_lengths[item])
@@ -167,9 +187,14 @@ class SequenceDataModule(L.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
         )
 
-    def sample_batch(self, batch_size: int | None = None, seed: int | None = None) -> dict[str, torch.Tensor]:
-        """A batch drawn in this process (for dreams, evaluation and tests)."""
-        dataset = SequenceDataset(self.paths, self.length, self.size, self.seed if seed is None else seed, "warn")
-        stream = iter(dataset)
-        samples = [next(stream) for _ in range(batch_size or self.batch_size)]
+    def sample_batch(
+        self, batch_size: int | None = None, seed: int | None = None, contiguous: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """A batch drawn in this process (for dreams, evaluation and tests); ``contiguous`` keeps every
+        window inside one episode."""
+        sources = [open_source(p, self.size, self.on_corrupt) for p in self.paths]
+        sampler = SequenceSampler(
+            sources, self.length, self.seed if seed is None else seed, contiguous=contiguous
+        )
+        samples = [sampler.sample() for _ in range(batch_size or self.batch_size)]
         return {k: torch.from_numpy(np.stack([s[k] for s in samples])) for k in samples[0]}

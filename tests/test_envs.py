@@ -1,0 +1,184 @@
+"""Pixel environments: spaces, seeding, action repeat, errors, vector envs and space JSON."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from gymnasium import spaces
+
+from worldmodels import envs
+from worldmodels.errors import ConfigError, UnknownEnvError
+
+SIZE = 32
+
+
+def _fixed_action(space: spaces.Space) -> np.ndarray | int:
+    return 1 if envs.is_discrete(space) else np.full(space.shape, 0.5, np.float32)
+
+
+def _rollout(spec: str, seed: int | None, steps: int = 3, **kwargs) -> tuple[np.ndarray, list[float]]:
+    """Frames (steps + 1, H, W, 3) and rewards of a fixed-action rollout from the first reset."""
+    env = envs.make(spec, size=SIZE, seed=seed, **kwargs)
+    obs, _ = env.reset()
+    frames, rewards = [obs], []
+    for _ in range(steps):
+        obs, reward, terminated, truncated, _ = env.step(_fixed_action(env.action_space))
+        frames.append(obs)
+        rewards.append(reward)
+    env.close()
+    return np.stack(frames), rewards
+
+
+def _check_pixels(env, obs: np.ndarray) -> None:
+    assert env.observation_space == spaces.Box(0, 255, (SIZE, SIZE, 3), np.uint8)
+    assert obs.shape == (SIZE, SIZE, 3) and obs.dtype == np.uint8
+    assert obs.std() > 0  # a rendered scene, not a blank frame
+
+
+def test_dmc_env_renders_pixels_with_float32_box_actions():
+    env = envs.make("dmc:cartpole-swingup", size=SIZE, seed=0)
+    obs, _ = env.reset()
+    _check_pixels(env, obs)
+    assert env.action_space == spaces.Box(-1.0, 1.0, (1,), np.float32)
+    obs, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+    _check_pixels(env, obs)
+    assert isinstance(reward, float) and not terminated and not truncated
+    env.close()
+
+
+@pytest.mark.parametrize(
+    ("spec", "action_space"),
+    [
+        ("CartPole-v1", spaces.Discrete(2)),  # state observations: pixels come from env.render()
+        ("Pendulum-v1", spaces.Box(-2.0, 2.0, (1,), np.float32)),
+        (
+            "CarRacing-v3",
+            spaces.Box(np.array([-1, 0, 0], np.float32), 1.0, (3,), np.float32),
+        ),  # image observations
+    ],
+)
+def test_gymnasium_env_renders_pixels_and_keeps_action_space(spec, action_space):
+    env = envs.make(spec, size=SIZE, seed=0)
+    obs, _ = env.reset()
+    _check_pixels(env, obs)
+    assert env.action_space == action_space
+    obs, *_ = env.step(env.action_space.sample())
+    _check_pixels(env, obs)
+    env.close()
+
+
+def test_dmc_spec_splits_on_first_dash():
+    specs = envs.list_specs()
+    assert {"dmc:ball_in_cup-catch", "dmc:finger-turn_easy", "CarRacing-v3", "CartPole-v1"} <= set(specs)
+    env = envs.make("dmc:ball_in_cup-catch", size=SIZE)
+    assert env.reset()[0].shape == (SIZE, SIZE, 3)
+    env.close()
+
+
+@pytest.mark.parametrize("spec", ["dmc:cartpole-swingup", "Pendulum-v1"])
+def test_same_seed_same_frames_different_seed_different_frames(spec):
+    first, _ = _rollout(spec, seed=1)
+    again, _ = _rollout(spec, seed=1)
+    other, _ = _rollout(spec, seed=2)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    # the first reset() of a seeded env is reset(seed=seed)
+    np.testing.assert_array_equal(first[0], envs.make(spec, size=SIZE).reset(seed=1)[0])
+
+
+def test_default_action_repeat_follows_planet():
+    repeats = {
+        "dmc:cartpole-swingup": 8,
+        "dmc:reacher-easy": 4,
+        "dmc:cheetah-run": 4,
+        "dmc:finger-spin": 2,
+        "dmc:ball_in_cup-catch": 4,
+        "dmc:walker-walk": 2,
+        "dmc:quadruped-walk": 2,
+        "CarRacing-v3": 1,
+        "CartPole-v1": 1,
+    }
+    assert {spec: envs.default_action_repeat(spec) for spec in repeats} == repeats
+
+
+def test_action_repeat_sums_rewards_of_the_repeated_steps():
+    _, repeated = _rollout("dmc:cartpole-swingup", seed=0, steps=3)  # default repeat 8
+    _, single = _rollout("dmc:cartpole-swingup", seed=0, steps=24, action_repeat=1)
+    expected = [sum(single[i : i + 8]) for i in range(0, 24, 8)]
+    np.testing.assert_allclose(repeated, expected, rtol=1e-6)
+    assert sum(repeated) > 0
+
+
+def test_action_repeat_stops_when_the_episode_terminates():
+    env = envs.make("CartPole-v1", size=SIZE, action_repeat=4, seed=1)
+    env.reset()
+    total, terminated = 0.0, False
+    while not terminated:
+        _, reward, terminated, truncated, _ = env.step(1)  # always push right: falls in ~10 steps
+        total += reward
+    assert env.unwrapped.steps_beyond_terminated == 0  # no underlying step after the fall
+    single = envs.make("CartPole-v1", size=SIZE, action_repeat=1, seed=1)
+    single.reset()
+    steps = 1
+    while not single.step(1)[2]:
+        steps += 1
+    assert steps % 4 != 0  # the fall happens inside a repeated step, not at its end
+    assert total == steps  # every underlying step's reward counted once
+
+
+def test_dmc_time_limit_truncates():
+    env = envs.make("dmc:cartpole-swingup", size=SIZE, seed=0)
+    env.reset()
+    steps, terminated, truncated = 0, False, False
+    while not (terminated or truncated):
+        _, _, terminated, truncated, _ = env.step(np.zeros(1, np.float32))
+        steps += 1
+    assert truncated and not terminated
+    assert steps == 1000 // 8  # dm_control's 1000 physics steps at action repeat 8
+    env.close()
+
+
+@pytest.mark.parametrize(
+    "spec", ["dmc:cartpole_swingup", "cartpole-swingup", "dmc:nope-nothing", "NoSuchEnv"]
+)
+def test_unknown_spec_says_how_to_list_specs(spec):
+    with pytest.raises(UnknownEnvError, match="run `worldmodels envs` to list valid specs") as err:
+        envs.make(spec)
+    if "cartpole" in spec:
+        assert "dmc:cartpole-swingup" in str(err.value)  # close match suggested
+
+
+def test_bad_action_repeat_is_a_config_error():
+    with pytest.raises(ConfigError, match="action_repeat"):
+        envs.make("CartPole-v1", action_repeat=0)
+
+
+def test_make_vector_spawns_seeded_workers():
+    vector_env = envs.make_vector("dmc:cartpole-swingup", num_envs=2, size=SIZE, seed=3)
+    obs, _ = vector_env.reset()
+    assert obs.shape == (2, SIZE, SIZE, 3) and obs.dtype == np.uint8
+    for i in range(2):  # env i is seeded with seed + i
+        np.testing.assert_array_equal(
+            obs[i], envs.make("dmc:cartpole-swingup", size=SIZE).reset(seed=3 + i)[0]
+        )
+    obs, reward, terminated, truncated, _ = vector_env.step(vector_env.action_space.sample())
+    assert obs.shape == (2, SIZE, SIZE, 3) and reward.shape == (2,)
+    vector_env.close()
+
+
+@pytest.mark.parametrize(
+    ("space", "dim", "discrete"),
+    [
+        (spaces.Box(np.float32([-1.0, -1.0, -0.8]), np.float32([1.0, 1.1, 0.8]), (3,), np.float32), 3, False),
+        (spaces.Box(0, 255, (SIZE, SIZE, 3), np.uint8), SIZE * SIZE * 3, False),
+        (spaces.Box(-np.inf, np.inf, (2, 2), np.float64), 4, False),
+        (spaces.Discrete(5), 5, True),
+        (spaces.Discrete(3, start=1), 3, True),
+    ],
+)
+def test_space_json_round_trip(space, dim, discrete):
+    restored = envs.space_from_json(json.loads(json.dumps(envs.space_to_json(space))))
+    assert restored == space and restored.dtype == space.dtype
+    assert envs.action_dim(space) == dim and envs.is_discrete(space) == discrete
