@@ -52,20 +52,25 @@ def test_dmc_env_renders_pixels_with_float32_box_actions():
     ("spec", "action_space"),
     [
         ("CartPole-v1", spaces.Discrete(2)),  # state observations: pixels come from env.render()
-        ("Pendulum-v1", spaces.Box(-2.0, 2.0, (1,), np.float32)),
-        (
-            "CarRacing-v3",
-            spaces.Box(np.array([-1, 0, 0], np.float32), 1.0, (3,), np.float32),
-        ),  # image observations
+        ("Pendulum-v1", spaces.Box(-1.0, 1.0, (1,), np.float32)),  # torque [-2, 2] rescaled to [-1, 1]
+        ("CarRacing-v3", spaces.Box(-1.0, 1.0, (3,), np.float32)),  # image observations; gas/brake rescaled
     ],
 )
-def test_gymnasium_env_renders_pixels_and_keeps_action_space(spec, action_space):
+def test_gymnasium_env_renders_pixels_with_unit_action_space(spec, action_space):
     env = envs.make(spec, size=SIZE, seed=0)
     obs, _ = env.reset()
     _check_pixels(env, obs)
     assert env.action_space == action_space
     obs, *_ = env.step(env.action_space.sample())
     _check_pixels(env, obs)
+    env.close()
+
+
+def test_box_actions_are_rescaled_to_the_env_bounds():
+    env = envs.make("Pendulum-v1", size=SIZE, seed=0)
+    env.reset()
+    env.step(np.array([1.0], np.float32))
+    assert env.unwrapped.last_u == pytest.approx(2.0)  # +1 is the env's max torque
     env.close()
 
 

@@ -1,7 +1,8 @@
 """Pixel environments: dm_control suite tasks and gymnasium ids behind one gymnasium API.
 
-Every env made here observes rendered frames, ``uint8`` ``(size, size, 3)``, and keeps its own action space
-(``Box`` or ``Discrete``). Specs:
+Every env made here observes rendered frames, ``uint8`` ``(size, size, 3)``. Its action space is ``Discrete``
+or a ``Box`` rescaled to [-1, 1] (gymnasium's ``RescaleAction``; dm_control's already is), the range agents
+act in. Specs:
 
 * ``dmc:<domain>-<task>`` for every task in ``dm_control.suite.ALL_TASKS`` (split on the first ``-``:
   ``dmc:ball_in_cup-catch``, ``dmc:finger-turn_easy``). Frames come from ``physics.render`` at ``size``.
@@ -10,7 +11,7 @@ Every env made here observes rendered frames, ``uint8`` ``(size, size, 3)``, and
   resized to ``(size, size)`` by squashing the whole frame: the aspect ratio is not kept and nothing is
   cropped away (a 600x400 CartPole frame becomes 64x64, the pole a little stretched sideways).
 
-The wrapper stack, innermost first: base env -> ``ActionRepeat`` -> ``AddRenderObservation`` (frames are
+The wrapper stack, innermost first: base env -> ``RescaleAction`` (Box only) -> ``ActionRepeat`` -> ``AddRenderObservation`` (frames are
 rendered once per agent step, not once per repeated step) -> resize -> ``SeedFirstReset``.
 
 dm_control is imported inside functions, after ``MUJOCO_GL`` defaults to ``egl`` (headless rendering), so
@@ -28,7 +29,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from gymnasium.envs.registration import load_env_creator
-from gymnasium.wrappers import AddRenderObservation, TransformObservation
+from gymnasium.wrappers import AddRenderObservation, RescaleAction, TransformObservation
 from PIL import Image
 
 from worldmodels.errors import ConfigError, UnknownEnvError
@@ -129,6 +130,10 @@ class SeedFirstReset(gym.Wrapper):
         return self.env.reset(seed=seed, options=options)
 
 
+def _is_unit_box(space: spaces.Box) -> bool:
+    return bool(np.all(space.low == -1.0) and np.all(space.high == 1.0))
+
+
 def make(spec: str, size: int = 64, action_repeat: int | None = None, seed: int | None = None) -> gym.Env:
     """Make a pixel env from a spec (see the module docstring); observations are ``(size, size, 3)`` uint8.
 
@@ -152,6 +157,9 @@ def make(spec: str, size: int = 64, action_repeat: int | None = None, seed: int 
             f"env {spec!r} has action space {env.action_space}; worldmodels supports Box and Discrete "
             "action spaces only: pick another env (run `worldmodels envs` to list valid specs)"
         )
+    if isinstance(env.action_space, spaces.Box) and not _is_unit_box(env.action_space):
+        # Agents act in [-1, 1] (tanh actors, clipped planners); the env sees its own bounds.
+        env = RescaleAction(env, np.float32(-1.0), np.float32(1.0))
     if repeat > 1:
         env = ActionRepeat(env, repeat)
     if not _is_image_space(env.observation_space):

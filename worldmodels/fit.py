@@ -20,6 +20,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from worldmodels.data import SequenceDataModule
 from worldmodels.dreaming import DreamVideoCallback
+from worldmodels.interface import WorldModel
 
 
 class WorldModelCLI(LightningCLI):
@@ -27,14 +28,19 @@ class WorldModelCLI(LightningCLI):
         for key in ("action_dim", "discrete", "image_size"):
             parser.link_arguments(f"data.{key}", f"model.init_args.{key}", apply_on="instantiate")
         parser.add_argument("--checkpoint_every", type=int, default=500, help="save last.ckpt every N steps")
-        parser.add_argument("--dream_every", type=int, default=1000, help="log a dream video every N steps (0: off)")
+        parser.add_argument(
+            "--dream_every", type=int, default=1000, help="log a dream video every N steps (0: off)"
+        )
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> L.Trainer:
         root = Path(config.get("default_root_dir") or "runs/fit")
         config["default_root_dir"] = str(root)
         if config.get("logger") in (None, True):
             # Fixed (unversioned) log dirs: a resumed run appends to the same logs and finds its last.ckpt.
-            config["logger"] = [TensorBoardLogger(root, name="", version=""), CSVLogger(root, name="", version="")]
+            config["logger"] = [
+                TensorBoardLogger(root, name="", version=""),
+                CSVLogger(root, name="", version=""),
+            ]
         options = self.config[self.subcommand] if self.subcommand else self.config
         callbacks = list(callbacks) + [
             ModelCheckpoint(
@@ -46,7 +52,7 @@ class WorldModelCLI(LightningCLI):
                 save_top_k=-1,
             )
         ]
-        if options["dream_every"] > 0:
+        if options["dream_every"] > 0 and isinstance(self.model, WorldModel):  # a VAE alone cannot dream
             callbacks.append(DreamVideoCallback(every_n_steps=options["dream_every"]))
         return super()._instantiate_trainer(config, callbacks)
 
