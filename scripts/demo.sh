@@ -27,5 +27,5 @@ Demo done. Look at:
   $out/dream.mp4           truth | dream | error for 4 sequences (5 context frames, then 30 dreamed)
   $out/dream_metrics.png   per-step MSE / PSNR / SSIM of the dream against copying the last frame
   $out/dream_metrics.csv   the same numbers (and dream_metrics.json)
-  $out/run/                checkpoints/last.ckpt, metrics.csv; TensorBoard: tensorboard --logdir $out/run
+  $out/run/                checkpoints/last.ckpt, csv/version_0/metrics.csv; TensorBoard: tensorboard --logdir $out/run
 EOM

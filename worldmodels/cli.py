@@ -5,6 +5,8 @@
     worldmodels info DIR                                  summarize an episode store or a video folder
     worldmodels fit -c configs/RECIPE.yaml [--key value]  train a world model (LightningCLI)
     worldmodels dream --ckpt CKPT --data DIR --out dream.mp4   open-loop dreams next to the truth
+    worldmodels agent controller|planet|dreamer -c configs/RECIPE.yaml   train an agent head
+    worldmodels eval --ckpt CKPT --env SPEC --episodes N [--video out.mp4]  evaluate a trained agent
 
 Errors a user can cause print one line (what, which file, what to do) and exit with status 2.
 """
@@ -42,8 +44,10 @@ def cmd_collect(args: argparse.Namespace) -> None:
         workers=args.workers,
         max_steps=args.max_steps,
     )
-    print(f"added {len(returns)} episodes to {args.out} (mean return {np.mean(returns):.2f}); "
-          f"see `worldmodels info {args.out}`")
+    print(
+        f"added {len(returns)} episodes to {args.out} (mean return {np.mean(returns):.2f}); "
+        f"see `worldmodels info {args.out}`"
+    )
 
 
 def summarize(path: str | Path) -> dict:
@@ -65,9 +69,17 @@ def summarize(path: str | Path) -> dict:
             steps=int(lengths.sum()),
             image_shape=list(source.image_shape),
             action_space=meta.get("action_space") or {"discrete": source.discrete, "dim": source.action_dim},
-            episode_length={"min": int(lengths.min()), "mean": float(lengths.mean()), "max": int(lengths.max())},
-            returns={"mean": float(returns.mean()), "std": float(returns.std()), "min": float(returns.min()),
-                     "max": float(returns.max())},
+            episode_length={
+                "min": int(lengths.min()),
+                "mean": float(lengths.mean()),
+                "max": int(lengths.max()),
+            },
+            returns={
+                "mean": float(returns.mean()),
+                "std": float(returns.std()),
+                "min": float(returns.min()),
+                "max": float(returns.max()),
+            },
         )
     else:
         info.update(
@@ -75,8 +87,14 @@ def summarize(path: str | Path) -> dict:
             videos=len(lengths),
             frames=int(lengths.sum()),
             image_shape=[source.size, source.size, 3],
-            action_space={"discrete": source.discrete, "dim": source.action_dim} if source.action_dim else None,
-            video_length={"min": int(lengths.min()), "mean": float(lengths.mean()), "max": int(lengths.max())},
+            action_space={"discrete": source.discrete, "dim": source.action_dim}
+            if source.action_dim
+            else None,
+            video_length={
+                "min": int(lengths.min()),
+                "mean": float(lengths.mean()),
+                "max": int(lengths.max()),
+            },
         )
     return info
 
@@ -88,7 +106,9 @@ def cmd_info(args: argparse.Namespace) -> None:
         return
     for key, value in info.items():
         if isinstance(value, dict):
-            value = ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in value.items())
+            value = ", ".join(
+                f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in value.items()
+            )
         print(f"{key:>15}: {value}")
 
 
@@ -96,6 +116,28 @@ def cmd_dream(args: argparse.Namespace) -> None:
     from worldmodels.dream_cli import run_dream
 
     run_dream(args)
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from agents.evaluate import run_eval  # the CLI reaches agents lazily: worldmodels never imports agents
+
+    run_eval(args)
+
+
+AGENTS = ("controller", "planet", "dreamer")
+
+
+def cmd_agent(argv: list[str]) -> None:
+    """`worldmodels agent NAME ...` hands the rest of the command line to ``agents.NAME.main``."""
+    if not argv or argv[0] not in AGENTS:
+        print(
+            f"usage: worldmodels agent {{{','.join(AGENTS)}}} -c configs/RECIPE.yaml [--key value ...]",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    import importlib
+
+    importlib.import_module(f"agents.{argv[0]}").main(argv[1:])
 
 
 def cmd_fit(argv: list[str]) -> None:
@@ -113,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_envs)
 
     p = sub.add_parser("collect", help="collect random-policy episodes into an episode store")
-    p.add_argument("--env", required=True, help="dmc:<domain>-<task> or a gymnasium id (see `worldmodels envs`)")
+    p.add_argument(
+        "--env", required=True, help="dmc:<domain>-<task> or a gymnasium id (see `worldmodels envs`)"
+    )
     p.add_argument("--episodes", type=int, required=True)
     p.add_argument("--out", required=True, help="episode store directory (created; re-running adds episodes)")
     p.add_argument("--size", type=int, default=64, help="image height and width (default 64)")
@@ -134,13 +178,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="dream.mp4", help="video path (.mp4/.gif/.webm); metrics go beside it")
     p.add_argument("--context", type=int, default=5, help="real frames the model observes first")
     p.add_argument("--horizon", type=int, default=45, help="open-loop steps to dream")
-    p.add_argument("--actions", default="recorded", help="recorded | random | FILE.npy of shape (B, horizon, A)")
+    p.add_argument(
+        "--actions", default="recorded", help="recorded | random | FILE.npy of shape (B, horizon, A)"
+    )
     p.add_argument("--sequences", type=int, default=4, help="how many sequences to show")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_dream)
 
-    sub.add_parser("fit", help="train a world model: worldmodels fit -c configs/RECIPE.yaml [--key value ...]",
-                   add_help=False)
+    p = sub.add_parser("eval", help="evaluate a trained agent: mean +- std return")
+    p.add_argument("--ckpt", required=True, help="an agent checkpoint from `worldmodels agent ...`")
+    p.add_argument("--env", required=True, help="environment spec (see `worldmodels envs`)")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--size", type=int, default=None, help="image size (default: the agent's)")
+    p.add_argument("--action-repeat", type=int, default=None, help="default: per task as in PlaNet")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--video", default=None, help="write all episodes to this video (.mp4/.gif)")
+    p.set_defaults(func=cmd_eval)
+
+    sub.add_parser(
+        "agent",
+        help="train an agent head: worldmodels agent controller|planet|dreamer -c RECIPE.yaml",
+        add_help=False,
+    )
+    sub.add_parser(
+        "fit",
+        help="train a world model: worldmodels fit -c configs/RECIPE.yaml [--key value ...]",
+        add_help=False,
+    )
     return parser
 
 
@@ -149,6 +213,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if argv and argv[0] == "fit":
             cmd_fit(argv[1:])
+            return
+        if argv and argv[0] == "agent":
+            cmd_agent(argv[1:])
+            return
+        if argv and argv[0] == "agent":
+            cmd_agent(argv[1:])
             return
         args = build_parser().parse_args(argv)
         args.func(args)

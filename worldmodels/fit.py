@@ -5,11 +5,12 @@
 
 The model's ``action_dim``, ``discrete`` and ``image_size`` are taken from the data. Every run writes into
 ``trainer.default_root_dir`` (default ``runs/fit``): ``checkpoints/`` (``last.ckpt`` plus periodic ones),
-TensorBoard events and ``metrics.csv``; the TensorBoard logs show open-loop dream videos during training.
+TensorBoard events and ``csv/version_N/metrics.csv``; the TensorBoard logs show open-loop dream videos during training.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,7 @@ class WorldModelCLI(LightningCLI):
 
 def fit_cli(argv: list[str]) -> None:
     """Run LightningCLI's `fit` with our DataModule and any LightningModule from worldmodels."""
+    warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
     WorldModelCLI(
         model_class=L.LightningModule,
         subclass_mode_model=True,

@@ -1,0 +1,194 @@
+"""The online loop shared by the PlaNet and Dreamer heads: seed episodes, then alternate training and acting.
+
+The Lightning Trainer owns the loop. ``OnlineDataModule`` owns the environments and the episode store: it
+collects ``seed_episodes`` with random actions before training, serves replay windows from the store, and
+``collect(agent, ...)`` steps the environments with the agent's policy, writing every finished episode to the
+store (atomically), where the replay sampler picks it up. ``EnvLoop`` is the callback that calls it every
+``train_every`` training steps and logs env steps, episodes and returns.
+
+Resuming needs no extra state: episodes live on disk, and env-step counters are derived from the store.
+An agent is any LightningModule with
+
+    agent.act(obs (N, H, W, 3) uint8, is_first (N,) bool, state, explore: bool) -> (action (N, A), state)
+
+whose actions are in [-1, 1] (continuous) or one-hot (discrete), i.e. the layout of batches.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+
+from worldmodels import envs
+from worldmodels.collect import collect as collect_random
+from worldmodels.data import SequenceDataModule
+from worldmodels.store import EpisodeStore
+
+
+class Agent(Protocol):
+    def act(self, obs: Tensor, is_first: Tensor, state: Any, explore: bool) -> tuple[Tensor, Any]: ...
+
+
+class OnlineDataModule(SequenceDataModule):
+    """Environments + episode store + replay for an online agent.
+
+    PlaNet's schedule is ``seed_episodes=5, train_every=100, collect_episodes=1`` (Hafner et al. 2019, Sec. 4);
+    Dreamer's is set by a train ratio: ``train_every=1, collect_steps = batch_size * length / train_ratio``.
+    ``max_env_steps`` stops training once the store holds that many environment steps (action repeat
+    included).
+    """
+
+    def __init__(
+        self,
+        env: str,
+        path: str,
+        size: int = 64,
+        action_repeat: int | None = None,
+        num_envs: int = 1,
+        seed_episodes: int = 5,
+        train_every: int = 100,
+        collect_episodes: int = 0,
+        collect_steps: int = 0,
+        max_env_steps: int | None = None,
+        batch_size: int = 50,
+        length: int = 50,
+        workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        self.env_spec, self.num_envs = env, num_envs
+        self.action_repeat = action_repeat or envs.default_action_repeat(env)
+        self.train_every, self.collect_episodes, self.collect_steps = (
+            train_every,
+            collect_episodes,
+            collect_steps,
+        )
+        self.max_env_steps = max_env_steps
+        if collect_episodes <= 0 and collect_steps <= 0:
+            raise ValueError("set collect_episodes or collect_steps to a positive number")
+        store_size = len(EpisodeStore(path)) if Path(path).is_dir() else 0
+        if store_size < seed_episodes:
+            collect_random(
+                env,
+                seed_episodes - store_size,
+                path,
+                size=size,
+                action_repeat=self.action_repeat,
+                seed=seed,
+                workers=min(num_envs, seed_episodes - store_size),
+            )
+        super().__init__(path, batch_size=batch_size, length=length, size=size, workers=workers, seed=seed)
+        self.store = EpisodeStore(path)
+        self._envs: Any = None
+        self._rng = np.random.default_rng(seed + 1)
+
+    # -- counters derived from the store -----------------------------------------------------------------
+
+    def agent_steps(self) -> int:
+        """Policy steps stored (transitions: each episode's first step is a reset, not a step)."""
+        self.store.refresh()
+        return sum(self.store.lengths()) - len(self.store)
+
+    def env_steps(self) -> int:
+        return self.agent_steps() * self.action_repeat
+
+    # -- acting -------------------------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        seed = int(self._rng.integers(2**31))
+        self._envs = envs.make_vector(
+            self.env_spec, self.num_envs, size=self.size, action_repeat=self.action_repeat, seed=seed
+        )
+        obs, _ = self._envs.reset(seed=seed)
+        self._obs = obs
+        self._is_first = np.ones(self.num_envs, bool)
+        self._needs_reset = np.zeros(self.num_envs, bool)
+        self._buffers: list[dict[str, list]] = [self._new_buffer(o) for o in obs]
+        self._policy_state: Any = None
+
+    def _new_buffer(self, obs: np.ndarray) -> dict[str, list]:
+        first_action = -1 if self.discrete else np.zeros(self.action_dim, np.float32)
+        return {"image": [obs], "action": [first_action], "reward": [0.0], "terminal": False}
+
+    def _finish(self, buffer: dict[str, list]) -> float:
+        length = len(buffer["image"])
+        flags = np.zeros(length, bool)
+        is_first, is_last, is_terminal = flags.copy(), flags.copy(), flags.copy()
+        is_first[0], is_last[-1], is_terminal[-1] = True, True, buffer["terminal"]
+        episode = dict(
+            image=np.stack(buffer["image"]),
+            action=np.array(buffer["action"], np.int64) if self.discrete else np.stack(buffer["action"]),
+            reward=np.array(buffer["reward"], np.float32),
+            is_first=is_first,
+            is_last=is_last,
+            is_terminal=is_terminal,
+        )
+        self.store.add(episode)
+        return float(episode["reward"].sum())
+
+    @torch.no_grad()
+    def collect(self, agent: Agent, steps: int = 0, episodes: int = 0, explore: bool = True) -> list[float]:
+        """Step all envs with ``agent`` for ``steps`` vector steps, or until ``episodes`` episodes finish.
+        Returns the returns of the episodes finished meanwhile (partial episodes carry over to the next call)."""
+        if self._envs is None:
+            self._start()
+        returns: list[float] = []
+        done_steps = 0
+        while (steps and done_steps < steps) or (episodes and len(returns) < episodes):
+            obs = torch.from_numpy(self._obs)
+            action, self._policy_state = agent.act(
+                obs, torch.from_numpy(self._is_first), self._policy_state, explore
+            )
+            action = action.detach().float().cpu().numpy()
+            env_action = action.argmax(-1) if self.discrete else np.clip(action, -1, 1)
+            self._obs, reward, terminated, truncated, _ = self._envs.step(env_action)
+            self._is_first = self._needs_reset.copy()
+            for i in range(self.num_envs):
+                if self._needs_reset[i]:  # gymnasium's next-step autoreset: this obs starts a new episode
+                    self._buffers[i] = self._new_buffer(self._obs[i])
+                    self._needs_reset[i] = False
+                    continue
+                buffer = self._buffers[i]
+                buffer["image"].append(self._obs[i])
+                buffer["action"].append(int(env_action[i]) if self.discrete else action[i].astype(np.float32))
+                buffer["reward"].append(float(reward[i]))
+                if terminated[i] or truncated[i]:
+                    buffer["terminal"] = bool(terminated[i])
+                    returns.append(self._finish(buffer))
+                    self._needs_reset[i] = True
+            done_steps += 1
+        return returns
+
+    def teardown(self, stage: str) -> None:
+        if self._envs is not None:
+            self._envs.close()
+            self._envs = None
+
+
+class EnvLoop(L.Callback):
+    """Every ``datamodule.train_every`` training steps, act in the environments and log what happened."""
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        dm: OnlineDataModule = trainer.datamodule
+        if trainer.global_step % dm.train_every:
+            return
+        pl_module.train(False)
+        returns = dm.collect(pl_module, steps=dm.collect_steps, episodes=dm.collect_episodes)
+        pl_module.train(True)
+        metrics = {"env/steps": float(dm.env_steps()), "env/episodes": float(len(dm.store))}
+        if returns:
+            metrics["env/return"] = float(np.mean(returns))
+            pl_module.print(
+                f"step {trainer.global_step}: env steps {int(metrics['env/steps'])}, "
+                f"episodes {len(dm.store)}, return {metrics['env/return']:.1f}"
+            )
+        for name, value in metrics.items():
+            pl_module.log(name, value, prog_bar=name != "env/episodes")
+        if dm.max_env_steps is not None and metrics["env/steps"] >= dm.max_env_steps:
+            trainer.should_stop = True
