@@ -192,3 +192,26 @@ class EnvLoop(L.Callback):
             pl_module.log(name, value, prog_bar=name != "env/episodes")
         if dm.max_env_steps is not None and metrics["env/steps"] >= dm.max_env_steps:
             trainer.should_stop = True
+
+
+def agent_cli(agent_class: type[L.LightningModule], argv: list[str]) -> None:
+    """`worldmodels agent NAME -c RECIPE.yaml`: LightningCLI over ``agent_class`` and ``OnlineDataModule``,
+    with the env loop, checkpoints (``--ckpt_path last`` resumes) and TensorBoard/CSV logs of `worldmodels fit`."""
+    import warnings
+
+    from worldmodels.fit import WorldModelCLI
+
+    warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
+    WorldModelCLI(
+        model_class=agent_class,
+        datamodule_class=OnlineDataModule,
+        args=["fit", *argv],
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={
+            "default_root_dir": f"runs/{agent_class.__name__.lower()}",
+            "log_every_n_steps": 10,
+            "callbacks": [EnvLoop()],
+            "max_steps": -1,
+        },
+        auto_configure_optimizers=False,
+    )

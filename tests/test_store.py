@@ -106,12 +106,15 @@ write_episode(sys.argv[1], episode)
 
 
 def test_writer_killed_mid_write_leaves_no_visible_episode(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE,
-                            cwd=Path(__file__).parents[1])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, cwd=Path(__file__).parents[1]
+    )
     assert proc.stdout.readline().strip() == b"ready"
     deadline = time.monotonic() + 60
     while not list(tmp_path.glob(".*.tmp")):  # wait until the write is under way
-        assert time.monotonic() < deadline and proc.poll() is None, "writer finished before it could be killed"
+        assert time.monotonic() < deadline and proc.poll() is None, (
+            "writer finished before it could be killed"
+        )
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

@@ -24,17 +24,23 @@ def model_class_of(path: str | Path) -> str:
         raise CheckpointError(f"{path}: cannot read checkpoint ({e}); is it a complete .ckpt file?") from e
     name = checkpoint.get("model_class") if isinstance(checkpoint, dict) else None
     if name not in MODEL_CLASSES:
-        raise CheckpointError(f"{path}: not a worldmodels checkpoint (model class {name!r}); expected one of "
-                              f"{list(MODEL_CLASSES)}")
+        raise CheckpointError(
+            f"{path}: not a worldmodels checkpoint (model class {name!r}); expected one of "
+            f"{list(MODEL_CLASSES)}"
+        )
     return name
 
 
-def load_model(path: str | Path, expect: tuple[str, ...] = MODEL_CLASSES, device: str = "cpu") -> L.LightningModule:
+def load_model(
+    path: str | Path, expect: tuple[str, ...] = MODEL_CLASSES, device: str = "cpu"
+) -> L.LightningModule:
     """Load a checkpoint written by ``worldmodels fit``; ``expect`` restricts the accepted model classes."""
     name = model_class_of(path)
     if name not in expect:
-        raise CheckpointError(f"{path}: holds a {name.rsplit('.', 1)[1]}, but this command needs one of "
-                              f"{[e.rsplit('.', 1)[1] for e in expect]}")
+        raise CheckpointError(
+            f"{path}: holds a {name.rsplit('.', 1)[1]}, but this command needs one of "
+            f"{[e.rsplit('.', 1)[1] for e in expect]}"
+        )
     module, cls = name.rsplit(".", 1)
     model = getattr(importlib.import_module(module), cls).load_from_checkpoint(path, map_location=device)
     return model.eval()

@@ -14,7 +14,9 @@ from worldmodels import envs
 from worldmodels.store import Episode, EpisodeStore, write_episode
 
 
-def run_episode(env: gym.Env, policy: Any = None, seed: int | None = None, max_steps: int | None = None) -> Episode:
+def run_episode(
+    env: gym.Env, policy: Any = None, seed: int | None = None, max_steps: int | None = None
+) -> Episode:
     """Play one episode. ``policy(obs) -> action``; None samples the action space (seeded by ``seed``).
 
     Returns the store layout: step 0 is the reset image with a zero (continuous) or -1 (discrete) action."""

@@ -6,7 +6,8 @@ act in. Specs:
 
 * ``dmc:<domain>-<task>`` for every task in ``dm_control.suite.ALL_TASKS`` (split on the first ``-``:
   ``dmc:ball_in_cup-catch``, ``dmc:finger-turn_easy``). Frames come from ``physics.render`` at ``size``.
-* any registered gymnasium id that renders ``rgb_array`` (``CarRacing-v3``, ``CartPole-v1``, ...).
+* any registered gymnasium id that renders ``rgb_array`` (``CarRacing-v3``, ``CartPole-v1``, ...), or
+  ``package.module:EnvId`` for a custom env that ``package.module`` registers on import.
   Frames are the env's own image observation when it has one (CarRacing), else ``env.render()``. Either is
   resized to ``(size, size)`` by squashing the whole frame: the aspect ratio is not kept and nothing is
   cropped away (a 600x400 CartPole frame becomes 64x64, the pole a little stretched sideways).
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import importlib
 import os
 from typing import Any
 
@@ -147,6 +149,19 @@ def make(spec: str, size: int = 64, action_repeat: int | None = None, seed: int 
         raise ConfigError(f"action_repeat must be >= 1, got action_repeat={repeat} for env {spec!r}")
     if spec.startswith(DMC_PREFIX):
         env: gym.Env = DMCEnv(*_dmc_domain_task(spec), size=size)
+    elif (
+        ":" in spec
+    ):  # "package.module:EnvId": import the module that registers a custom env, as gymnasium does
+        module, env_id = spec.split(":", 1)
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise UnknownEnvError(f"env spec {spec!r}: cannot import module {module!r} ({e})") from e
+        if env_id not in gym.registry:
+            raise UnknownEnvError(
+                f"env spec {spec!r}: module {module!r} registers no gymnasium id {env_id!r}"
+            )
+        env = gym.make(env_id, render_mode="rgb_array")
     elif spec in _gym_ids():
         env = gym.make(spec, render_mode="rgb_array")
     else:

@@ -26,8 +26,9 @@ from worldmodels.interface import WorldModel
 
 class WorldModelCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: Any) -> None:
+        model = "model.init_args" if self.subclass_mode_model else "model"
         for key in ("action_dim", "discrete", "image_size"):
-            parser.link_arguments(f"data.{key}", f"model.init_args.{key}", apply_on="instantiate")
+            parser.link_arguments(f"data.{key}", f"{model}.{key}", apply_on="instantiate")
         parser.add_argument("--checkpoint_every", type=int, default=500, help="save last.ckpt every N steps")
         parser.add_argument(
             "--dream_every", type=int, default=1000, help="log a dream video every N steps (0: off)"
@@ -37,11 +38,9 @@ class WorldModelCLI(LightningCLI):
         root = Path(config.get("default_root_dir") or "runs/fit")
         config["default_root_dir"] = str(root)
         if config.get("logger") in (None, True):
-            # Fixed (unversioned) log dirs: a resumed run appends to the same logs and finds its last.ckpt.
-            config["logger"] = [
-                TensorBoardLogger(root, name="", version=""),
-                CSVLogger(root, name="", version=""),
-            ]
+            # TensorBoard events go to one fixed dir, so a resumed run continues the same curves; the CSV logger
+            # would overwrite metrics.csv there, so each (re)start gets its own csv/version_N/metrics.csv.
+            config["logger"] = [TensorBoardLogger(root, name="", version=""), CSVLogger(root, name="csv")]
         options = self.config[self.subcommand] if self.subcommand else self.config
         callbacks = list(callbacks) + [
             ModelCheckpoint(

@@ -181,7 +181,9 @@ class EpisodeStore:
 
     def refresh(self) -> int:
         """Scan for episodes written since the last scan; validate them. Returns how many were added."""
-        new = sorted(p for p in self.root.glob("*.npz") if p.name not in self._known and p.name not in self._bad)
+        new = sorted(
+            p for p in self.root.glob("*.npz") if p.name not in self._known and p.name not in self._bad
+        )
         added = 0
         for path in new:
             try:
