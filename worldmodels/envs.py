@@ -87,7 +87,10 @@ class DMCEnv(gym.Env):
         return self._flat(time_step.observation), float(time_step.reward), terminated, truncated, {}
 
     def render(self) -> np.ndarray:  # (size, size, 3) uint8
-        return self._env.physics.render(self._size, self._size, camera_id=self._camera_id)
+        # MuJoCo hands back a flipped view (negative strides); torch.from_numpy needs a plain array
+        return np.ascontiguousarray(
+            self._env.physics.render(self._size, self._size, camera_id=self._camera_id)
+        )
 
     def close(self) -> None:
         self._env.close()
