@@ -129,14 +129,17 @@ class SequenceDataset(IterableDataset):
     """An endless stream of windows. Each dataloader worker and each DDP rank draws from its own seed,
     so all of them see different samples."""
 
-    def __init__(self, paths: list[str], length: int, size: int | None, seed: int, on_corrupt: str) -> None:
+    def __init__(
+        self, paths: list[str], length: int, size: int | None, seed: int, on_corrupt: str, start_step: int = 0
+    ) -> None:
         self.paths, self.length, self.size, self.seed, self.on_corrupt = paths, length, size, seed, on_corrupt
+        self.start_step = start_step  # a resumed run draws a fresh stream instead of replaying the first one
 
     def __iter__(self):
         worker = get_worker_info()
         worker_id = worker.id if worker else 0
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-        seed = np.random.SeedSequence([self.seed, rank, worker_id])
+        seed = np.random.SeedSequence([self.seed, self.start_step, rank, worker_id])
         sources = [open_source(p, self.size, self.on_corrupt) for p in self.paths]
         sampler = SequenceSampler(sources, self.length, seed=seed)
         while True:
@@ -177,7 +180,8 @@ class SequenceDataModule(L.LightningDataModule):
         self.steps = sum(sum(s.lengths()) for s in sources)
 
     def train_dataloader(self) -> DataLoader:
-        dataset = SequenceDataset(self.paths, self.length, self.size, self.seed, self.on_corrupt)
+        step = self.trainer.global_step if self.trainer is not None else 0  # restored before this is called
+        dataset = SequenceDataset(self.paths, self.length, self.size, self.seed, self.on_corrupt, step)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,

@@ -21,6 +21,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from worldmodels.data import SequenceDataModule
 from worldmodels.dreaming import DreamVideoCallback
+from worldmodels.guards import AtomicCheckpointIO, RNGState
 from worldmodels.interface import WorldModel
 
 
@@ -37,12 +38,16 @@ class WorldModelCLI(LightningCLI):
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> L.Trainer:
         root = Path(config.get("default_root_dir") or "runs/fit")
         config["default_root_dir"] = str(root)
+        config.setdefault("plugins", None)
+        if config["plugins"] is None:
+            config["plugins"] = [AtomicCheckpointIO()]  # a kill while saving leaves the previous checkpoint
         if config.get("logger") in (None, True):
             # TensorBoard events go to one fixed dir, so a resumed run continues the same curves; the CSV logger
             # would overwrite metrics.csv there, so each (re)start gets its own csv/version_N/metrics.csv.
             config["logger"] = [TensorBoardLogger(root, name="", version=""), CSVLogger(root, name="csv")]
         options = self.config[self.subcommand] if self.subcommand else self.config
         callbacks = list(callbacks) + [
+            RNGState(),
             ModelCheckpoint(
                 dirpath=root / "checkpoints",
                 filename="step{step}",
@@ -50,7 +55,7 @@ class WorldModelCLI(LightningCLI):
                 every_n_train_steps=options["checkpoint_every"],
                 save_last=True,
                 save_top_k=-1,
-            )
+            ),
         ]
         if options["dream_every"] > 0 and isinstance(self.model, WorldModel):  # a VAE alone cannot dream
             callbacks.append(DreamVideoCallback(every_n_steps=options["dream_every"]))

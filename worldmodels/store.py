@@ -102,6 +102,12 @@ def write_episode(directory: str | Path, episode: Episode) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # e.g. ENOSPC: the disk filled up while writing
+        Path(tmp).unlink(missing_ok=True)
+        raise StoreError(
+            f"{directory}: cannot write an episode ({e.strerror or e}); free disk space or pick another --out. "
+            "The episodes already stored are intact."
+        ) from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
