@@ -161,3 +161,139 @@ def test_same_seed_gives_the_same_losses(tmp_path):
         assert result.returncode == 0, result.stderr[-2000:]
         curves.append(losses(tmp_path / name / "csv" / "version_0" / "metrics.csv"))
     assert len(curves[0]) == 8 and curves[0] == curves[1]
+
+
+def one_line_error(result, *fragments):
+    """The CLI's promise for user errors: exit status 2 and one line on stderr naming what, where and what to do."""
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    lines = [line for line in result.stderr.splitlines() if line.startswith("worldmodels: error:")]
+    assert len(lines) == 1, result.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """A tiny VAE and a tiny RSSM checkpoint (16x16 images, 2-d actions) and the store they were trained on."""
+    import lightning as L
+
+    from worldmodels.data import SequenceDataModule
+    from worldmodels.rssm import RSSM
+    from worldmodels.vae import VAE
+
+    root = tmp_path_factory.mktemp("ckpts")
+    store = EpisodeStore(root / "store", create=True)
+    for episode in moving_squares(episodes=3, length=20, size=16):
+        store.add(episode)
+    data = SequenceDataModule(str(store.root), batch_size=2, length=8)
+    paths = {"store": store.root}
+    for name, model in {
+        "vae": VAE(image_size=16, z_dim=4),
+        "rssm": RSSM(
+            "dreamerv3-XS", image_size=16, action_dim=2, deter=16, hidden=16, cnn_depth=4, stoch=4, classes=4
+        ),
+    }.items():
+        trainer = L.Trainer(
+            max_steps=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        trainer.fit(model, data)
+        paths[name] = root / f"{name}.ckpt"
+        trainer.save_checkpoint(paths[name])
+    return paths
+
+
+def test_cli_user_errors_are_one_line_with_status_2(tmp_path, checkpoints):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a checkpoint")
+    one_line_error(
+        run_cli("collect", "--env", "dmc:cartpol-swingup", "--episodes", "1", "--out", str(tmp_path)),
+        "dmc:cartpole-swingup",
+        "worldmodels envs",
+    )
+    one_line_error(run_cli("info", str(tmp_path / "missing")), "missing", "no such file")
+    one_line_error(
+        run_cli("dream", "--ckpt", str(checkpoints["vae"]), "--data", str(checkpoints["store"])),
+        "vae.ckpt",
+        "holds a VAE",
+        "RSSM",
+    )
+    one_line_error(
+        run_cli("dream", "--ckpt", str(notes), "--data", "x"),
+        "notes.txt",
+        "cannot read checkpoint",
+    )
+    big = EpisodeStore(tmp_path / "big", create=True)
+    big.add(moving_squares(episodes=1, length=60, size=32)[0])
+    one_line_error(
+        run_cli("dream", "--ckpt", str(checkpoints["rssm"]), "--data", str(big.root)),
+        "32px",
+        "16",
+        "re-collect",
+    )
+    one_line_error(
+        run_cli("eval", "--ckpt", str(checkpoints["rssm"]), "--env", "Pendulum-v1"),
+        "rssm.ckpt",
+        "not an agent checkpoint",
+        "worldmodels dream",
+    )
+
+
+def test_unknown_or_mistyped_config_key_exits_2(tmp_path, checkpoints):
+    result = run_cli(
+        "fit",
+        "-c",
+        "configs/tiny_rssm.yaml",
+        "--data.path",
+        str(checkpoints["store"]),
+        "--model.init_args.detr",
+        "8",
+    )
+    assert result.returncode == 2 and "detr" in result.stderr
+    result = run_cli(
+        "fit",
+        "-c",
+        "configs/tiny_rssm.yaml",
+        "--data.path",
+        str(checkpoints["store"]),
+        "--trainer.max_steps",
+        "many",
+    )
+    assert result.returncode == 2 and "max_steps" in result.stderr
+
+
+def test_nan_rewards_in_a_dataset_are_never_used(tmp_path):
+    good, bad = moving_squares(episodes=2, length=10, size=8)
+    bad["reward"][3] = np.nan
+    write_episode(tmp_path, good)
+    (tmp_path / "bad.npz").write_bytes(b"")
+    np.savez(tmp_path / "nan.npz", **bad)  # written around the store's validation, as a foreign tool might
+    result = run_cli("info", str(tmp_path))
+    assert result.returncode == 0 and "episodes: 1" in result.stdout
+    assert "nan.npz: reward contains NaN" in result.stderr and "bad.npz" in result.stderr
+
+
+def test_broken_videos_are_named_or_skipped(tmp_path):
+    import imageio.v3 as iio
+
+    frames = np.random.default_rng(0).integers(0, 255, (8, 32, 32, 3), dtype=np.uint8)
+    iio.imwrite(tmp_path / "good.mp4", frames, fps=10, macro_block_size=1)
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    data = (tmp_path / "good.mp4").read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
+    result = run_cli("info", str(tmp_path))  # default: skip broken files with a warning naming each
+    assert result.returncode == 0 and "videos: 1" in result.stdout
+    assert "empty.mp4" in result.stderr and "cut.mp4" in result.stderr
+    (tmp_path / "good.mp4").unlink()
+    one_line_error(run_cli("info", str(tmp_path)), str(tmp_path))
+    np.savez(tmp_path / "clip.npz", action=np.zeros((5, 2), np.float32))
+    iio.imwrite(tmp_path / "clip.mp4", frames, fps=10, macro_block_size=1)
+    (tmp_path / "empty.mp4").unlink()
+    (tmp_path / "cut.mp4").unlink()
+    result = run_cli("info", str(tmp_path))
+    one_line_error(result, str(tmp_path), "none of its 1 videos is readable")
+    assert "clip.npz" in result.stderr and "5" in result.stderr and "8" in result.stderr
