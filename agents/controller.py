@@ -1,0 +1,602 @@
+"""C of World Models (Ha & Schmidhuber 2018): a small policy on a world model's features, evolved by CMA-ES.
+
+    worldmodels agent controller -c configs/controller_carracing.yaml [--key value ...]
+
+The controller reads ``model.features(state)`` ([z, h] for the VAE + MDN-RNN pair, [deter, stoch] for an
+RSSM) and outputs ``tanh(W f + b)`` for continuous actions (the env's Box is already [-1, 1]) or a one-hot
+argmax (sampled when exploring) for discrete ones; ``hidden > 0`` adds one tanh layer. It touches the model
+through the shared interface only (worldmodels/interface.py), so one code path serves every world model.
+
+CMA-ES (pycma) searches its flat parameter vector, starting at zeros with step size ``sigma``. The fitness of
+a candidate is its mean return over ``rollouts`` episodes; every candidate of a generation meets the same
+episode seeds (common random numbers). Two fitness sources:
+
+* ``real``: episodes in the environment, one task per (candidate, rollout), spread over ``workers`` spawn
+  processes that each load the world-model checkpoint once and filter frames with ``model.observe`` one
+  step at a time, exactly as the saved agent acts under ``worldmodels eval``.
+* ``dream``: every candidate x rollout in ONE batched rollout on ``device``: starts are posterior states
+  after ``context`` real frames of random windows of an episode store, then ``model.imagine`` runs
+  ``horizon`` steps, summing ``model.reward``. An episode ends where ``model.cont`` says so: ``threshold``
+  ends it when P(continue) < 0.5 (World Models doomrnn.py: done when the done logit > 0), ``sample`` draws
+  the end from Bernoulli(1 - P(continue)). ``temperature`` sets ``model.temperature`` (the MDN-RNN's tau).
+
+As in the World Models code (carracing/train.py), every ``eval_every`` generations (and after the last) the
+distribution mean is scored over ``eval_rollouts`` fresh episodes of the same fitness source; the best mean
+so far becomes ``controller.ckpt``. The evolution state (pickled ES, NumPy RNG, generation, history, best)
+is written atomically to ``evolution.pkl`` after every generation; re-running with the same ``out``
+continues from it (``--resume false`` starts over). TensorBoard logs go to ``out/tensorboard``.
+"""
+
+from __future__ import annotations
+
+import io
+import multiprocessing as mp
+import os
+import pickle
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import Tensor, nn
+
+from worldmodels.checkpoints import MODEL_CLASSES, load_model
+from worldmodels.errors import CheckpointError, ConfigError
+from worldmodels.interface import State, WorldModel, last_step
+
+AGENT_CLASS = "agents.controller.ControllerAgent"
+STATE_FILE, AGENT_FILE = "evolution.pkl", "controller.ckpt"
+TRAIN_SEEDS, EVAL_SEEDS = 0, 1  # seed streams: candidates' episodes, evaluations of the mean
+
+# ---- the controller --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Controller:
+    """A batch of P policies given as flat parameter vectors ``params (P, n)``.
+
+    Layout per layer: ``W (in, out)`` row-major, then ``b (out,)``; layers feature_dim -> [hidden ->]
+    action_dim, tanh between them."""
+
+    feature_dim: int
+    action_dim: int
+    discrete: bool
+    hidden: int = 0  # 0: linear, as World Models; > 0: one tanh hidden layer of this width
+
+    @property
+    def shapes(self) -> list[tuple[int, int]]:
+        dims = [self.feature_dim, *([self.hidden] if self.hidden else []), self.action_dim]
+        return list(zip(dims[:-1], dims[1:]))
+
+    @property
+    def num_params(self) -> int:
+        return sum((n_in + 1) * n_out for n_in, n_out in self.shapes)
+
+    def layers(self, params: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """params (P, n) -> [(W (P, in, out), b (P, out))] per layer."""
+        if params.ndim != 2 or params.shape[1] != self.num_params:
+            raise ConfigError(
+                f"controller params of shape {tuple(params.shape)}; this controller needs (P, {self.num_params})"
+            )
+        out, offset = [], 0
+        for n_in, n_out in self.shapes:
+            weight = rearrange(params[:, offset : offset + n_in * n_out], "p (i o) -> p i o", i=n_in)
+            offset += n_in * n_out
+            out.append((weight, params[:, offset : offset + n_out]))
+            offset += n_out
+        return out
+
+    @staticmethod
+    def flatten(layers: list[tuple[Tensor, Tensor]]) -> Tensor:
+        """[(W (P, in, out), b (P, out))] -> params (P, n); the inverse of ``layers``."""
+        return torch.cat([t for w, b in layers for t in (w.flatten(1), b)], dim=1)
+
+    def logits(self, params: Tensor, features: Tensor) -> Tensor:
+        """params (P, n), features (P, R, F) -> pre-squash outputs (P, R, A): every policy on its own rows."""
+        x = features.to(params.dtype)
+        layers = self.layers(params)
+        for i, (weight, bias) in enumerate(layers):
+            x = torch.einsum("prf,pfa->pra", x, weight) + bias[:, None]
+            if i < len(layers) - 1:
+                x = torch.tanh(x)
+        return x
+
+    def act(self, params: Tensor, features: Tensor, sample: bool = False) -> Tensor:
+        """params (P, n), features (P, R, F) -> actions (P, R, A): tanh in [-1, 1], or one-hot (argmax, or
+        sampled from the softmax when ``sample``)."""
+        out = self.logits(params, features)
+        if not self.discrete:
+            return torch.tanh(out)
+        if sample:
+            index = torch.multinomial(out.softmax(-1).flatten(0, 1), 1).view(out.shape[:-1])
+        else:
+            index = out.argmax(-1)
+        return F.one_hot(index, self.action_dim).to(out.dtype)
+
+
+# ---- the agent `worldmodels eval` loads -----------------------------------------------------------------
+
+
+def _atomic_save(path: Path, write: Callable[[Any], None]) -> None:
+    """Write through a hidden temporary file in the same directory, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_world_model(path: str | Path) -> dict[str, Any]:
+    """The checkpoint of a world model, without optimizer and loop state: what an agent embeds."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    drop = ("optimizer_states", "lr_schedulers", "loops", "callbacks")
+    return {k: v for k, v in checkpoint.items() if k not in drop}
+
+
+def build_world_model(checkpoint: dict[str, Any], device: str = "cpu") -> WorldModel:
+    """Rebuild a world model from a checkpoint dict (``read_world_model``), as ``load_model`` would."""
+    import importlib
+
+    name = checkpoint.get("model_class")
+    if name not in MODEL_CLASSES:
+        raise CheckpointError(
+            f"embedded world model of class {name!r}; expected one of {list(MODEL_CLASSES)}"
+        )
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    buffer.seek(0)
+    module, cls = name.rsplit(".", 1)
+    return (
+        getattr(importlib.import_module(module), cls).load_from_checkpoint(buffer, map_location=device).eval()
+    )
+
+
+class ControllerAgent(nn.Module):
+    """A world model filtering real frames + one controller; acts like every agent in agents/evaluate.py."""
+
+    def __init__(self, model: WorldModel, controller: Controller, params: Tensor) -> None:
+        super().__init__()
+        self.model, self.controller = model, controller
+        self.register_buffer("params", params.detach().float().reshape(1, -1))  # (1, n)
+        self.action_dim, self.discrete, self.image_size = model.action_dim, model.discrete, model.image_size
+
+    @torch.no_grad()
+    def act(
+        self, obs: Tensor, is_first: Tensor, state: dict[str, Any] | None = None, explore: bool = False
+    ) -> tuple[Tensor, dict[str, Any]]:
+        """obs (N, H, W, 3) uint8, is_first (N,) bool -> action (N, A), state.
+
+        The state carries the model's posterior and the last action (the one that led to the next frame)."""
+        device = self.params.device
+        obs, is_first = obs.to(device), is_first.to(device).bool()
+        if state is None:
+            state = {"model": None, "action": torch.zeros(obs.shape[0], self.action_dim, device=device)}
+        previous = state["action"] * (~is_first)[:, None]
+        posterior = last_step(
+            self.model.observe(obs[:, None], previous[:, None], is_first[:, None], state["model"])
+        )
+        features = self.model.features(posterior)[None]  # (1, N, F)
+        action = self.controller.act(self.params, features, sample=explore)[0]  # (N, A)
+        return action, {"model": posterior, "action": action}
+
+    def save(self, path: str | Path, world_model: dict[str, Any], **extra: Any) -> Path:
+        """Write an agent checkpoint that embeds ``world_model`` (``read_world_model``): it works alone."""
+        checkpoint = {
+            "model_class": AGENT_CLASS,
+            "controller": asdict(self.controller),
+            "params": self.params[0].cpu(),
+            "world_model": world_model,
+            **extra,
+        }
+        path = Path(path)
+        _atomic_save(path, lambda f: torch.save(checkpoint, f))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> ControllerAgent:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        if checkpoint.get("model_class") != AGENT_CLASS:
+            raise CheckpointError(
+                f"{path}: not a controller checkpoint (class {checkpoint.get('model_class')!r})"
+            )
+        model = build_world_model(checkpoint["world_model"], device)
+        return cls(model, Controller(**checkpoint["controller"]), checkpoint["params"]).to(device).eval()
+
+
+# ---- fitness: real environment -------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def rollout(agent: ControllerAgent, env: Any, seed: int, max_steps: int | None = None) -> float:
+    """One episode of ``agent`` in ``env`` from ``reset(seed=seed)``; returns its return."""
+    torch.manual_seed(seed)  # models that sample their posterior (RSSM) filter the same way on every run
+    obs, _ = env.reset(seed=seed)
+    state, is_first, total, steps = None, True, 0.0, 0
+    while True:
+        action, state = agent.act(torch.tensor(obs[None]), torch.tensor([is_first]), state)
+        action = action[0].cpu().numpy()
+        obs, reward, terminated, truncated, _ = env.step(int(action.argmax()) if agent.discrete else action)
+        total, steps, is_first = total + float(reward), steps + 1, False
+        if terminated or truncated or (max_steps is not None and steps >= max_steps):
+            return total
+
+
+_worker: dict[str, Any] = {}
+
+
+def _init_worker(model_path: str, env_args: tuple, hidden: int, max_steps: int | None) -> None:
+    from worldmodels import envs
+
+    torch.set_num_threads(1)  # one process per core
+    model = load_model(model_path)
+    controller = Controller(model.feature_dim, model.action_dim, model.discrete, hidden)
+    _worker.update(model=model, controller=controller, env=envs.make(*env_args), max_steps=max_steps)
+
+
+def _worker_rollout(task: tuple[np.ndarray, int]) -> float:
+    params, seed = task
+    agent = ControllerAgent(_worker["model"], _worker["controller"], torch.from_numpy(params))
+    return rollout(agent, _worker["env"], seed, _worker["max_steps"])
+
+
+class RealFitness:
+    """Returns of candidates in the real environment: ``fitness(params (P, n), seeds (R,)) -> (P, R)``.
+
+    ``workers > 1`` runs the episodes in that many spawn processes (a process that has rendered hangs in
+    forked children), each holding its own env and its own copy of the model checkpoint."""
+
+    def __init__(
+        self,
+        model_path: str,
+        spec: str,
+        hidden: int = 0,
+        size: int | None = None,
+        action_repeat: int | None = None,
+        max_steps: int | None = None,
+        workers: int = 1,
+    ) -> None:
+        from agents.evaluate import check_compatible
+        from worldmodels import envs
+
+        model = load_model(model_path)
+        self.env_args = (spec, size or model.image_size, action_repeat)
+        env = envs.make(*self.env_args)
+        controller = Controller(model.feature_dim, model.action_dim, model.discrete, hidden)
+        check_compatible(ControllerAgent(model, controller, torch.zeros(controller.num_params)), env)
+        self.pool = None
+        if workers > 1:
+            env.close()
+            init = (model_path, self.env_args, hidden, max_steps)
+            self.pool = ProcessPoolExecutor(
+                workers, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=init
+            )
+        else:
+            _worker.update(model=model, controller=controller, env=env, max_steps=max_steps)
+
+    def __call__(self, params: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+        tasks = [(p.astype(np.float32), int(s)) for p in params for s in seeds]
+        run = self.pool.map if self.pool is not None else map
+        returns = list(run(_worker_rollout, tasks))
+        return np.asarray(returns, np.float64).reshape(len(params), len(seeds))
+
+    def close(self) -> None:
+        # After an interrupt: drop queued episodes and let running ones finish (workers that render through
+        # SDL turn SIGTERM into a quit event, so terminating them would hang).
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        elif "env" in _worker:
+            _worker.pop("env").close()
+
+
+# ---- fitness: the dream --------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def dream_returns(
+    model: WorldModel,
+    controller: Controller,
+    params: Tensor,
+    starts: State,
+    horizon: int,
+    done: str = "threshold",
+) -> Tensor:
+    """params (P, n), starts (R, ...) -> returns (P, R) of every policy from every start, in one batch.
+
+    Rows are (P*R): policy p acts on its R rows through one einsum; the model imagines all rows at once.
+    Rewards count until the first predicted episode end (included)."""
+    if done not in ("threshold", "sample"):
+        raise ConfigError(f"done={done!r}: use 'threshold' (P(continue) < 0.5 ends) or 'sample'")
+    num = params.shape[0]
+    state = {k: repeat(v, "r ... -> (p r) ...", p=num) for k, v in starts.items()}
+    rows = next(iter(state.values())).shape[0]
+    total = torch.zeros(rows, device=params.device)
+    alive = torch.ones(rows, device=params.device)
+    for _ in range(horizon):
+        features = rearrange(model.features(state), "(p r) f -> p r f", p=num)
+        action = rearrange(controller.act(params, features), "p r a -> (p r) a")
+        state = model.imagine(state, action)
+        total += alive * model.reward(state).float()
+        cont = model.cont(state).float()
+        alive = alive * (torch.bernoulli(cont) if done == "sample" else (cont >= 0.5).float())
+        if not alive.any():
+            break
+    return rearrange(total, "(p r) -> p r", p=num)
+
+
+class DreamFitness:
+    """Returns of candidates in the model's dream: ``fitness(params (P, n), seeds (R,)) -> (P, R)``.
+
+    ``seeds`` pick the R start windows of ``context`` real frames and seed the dream's sampling."""
+
+    def __init__(
+        self,
+        model: WorldModel,
+        controller: Controller,
+        data: str,
+        horizon: int = 1000,
+        context: int = 5,
+        done: str = "threshold",
+        device: str = "cpu",
+    ) -> None:
+        from worldmodels.data import SequenceSampler, open_source
+
+        self.model, self.controller = model, controller
+        self.horizon, self.done, self.device = horizon, done, torch.device(device)
+        source = open_source(data)
+        if (source.action_dim, source.discrete) != (model.action_dim, model.discrete):
+            raise ConfigError(
+                f"{data}: its actions are {source.action_dim}-dim (discrete={source.discrete}) but the world model "
+                f"acts in {model.action_dim} dims (discrete={model.discrete}): give the store it was trained on"
+            )
+        self.sampler = SequenceSampler([source], context, contiguous=True)
+
+    def starts(self, seeds: np.ndarray) -> State:
+        """seeds (R,) -> posterior states (R, ...) after ``context`` real frames of R random windows."""
+        self.sampler.rng = np.random.default_rng(seeds)
+        windows = [self.sampler.sample() for _ in seeds]
+        batch = {k: torch.from_numpy(np.stack([w[k] for w in windows])).to(self.device) for k in windows[0]}
+        batch["is_first"][:, 0] = True  # a window starts from the model's initial state
+        return last_step(self.model.observe(batch["image"], batch["action"], batch["is_first"]))
+
+    @torch.no_grad()
+    def __call__(self, params: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+        torch.manual_seed(int(seeds[0]))  # models that sample (posteriors, dreams) do so reproducibly
+        starts = self.starts(seeds)
+        params_t = torch.as_tensor(params, dtype=torch.float32, device=self.device)
+        returns = dream_returns(self.model, self.controller, params_t, starts, self.horizon, self.done)
+        return returns.double().cpu().numpy()
+
+    def close(self) -> None:
+        pass
+
+
+# ---- CMA-ES --------------------------------------------------------------------------------------------
+
+
+def episode_seeds(seed: int, stream: int, generation: int, count: int) -> np.ndarray:
+    """``count`` episode seeds for one generation of one stream (TRAIN_SEEDS or EVAL_SEEDS): (count,) uint32."""
+    return np.random.SeedSequence([seed, stream, generation]).generate_state(count)
+
+
+def _state_summary(state: dict[str, Any]) -> str:
+    best = state["best"]
+    return f"generation {state['generation']}" + (f", best mean {best['score']:.2f}" if best else "")
+
+
+def evolve(
+    fitness: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    num_params: int,
+    out: str | Path,
+    population: int = 64,
+    rollouts: int = 16,
+    generations: int = 1000,
+    sigma: float = 0.1,
+    eval_every: int = 25,
+    eval_rollouts: int = 1024,
+    seed: int = 0,
+    resume: bool = True,
+    on_best: Callable[[np.ndarray, float, int], None] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Maximize mean return with CMA-ES; ``fitness(params (P, n), seeds (R,)) -> returns (P, R)``.
+
+    Returns the evolution state: es, generation (next to run), history (one dict per generation), best
+    ({"params", "score", "generation"} of the best-scoring mean). ``on_best(params, score, generation)`` is
+    called whenever the best changes."""
+    import cma
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    if population < 2 or rollouts < 1 or eval_every < 1 or eval_rollouts < 1:
+        raise ConfigError(
+            f"population={population}, rollouts={rollouts}, eval_every={eval_every}, eval_rollouts="
+            f"{eval_rollouts}: population must be >= 2 and the others >= 1"
+        )
+    out = Path(out)
+    path = out / STATE_FILE
+    if resume and path.exists():
+        with open(path, "rb") as f:
+            state = pickle.load(f)
+        if (state["num_params"], state["population"]) != (num_params, population):
+            raise ConfigError(
+                f"{path}: holds a run with {state['num_params']} params and population {state['population']}, "
+                f"not {num_params} and {population}: use another out directory or --resume false"
+            )
+        np.random.set_state(state["numpy_random"])  # pycma samples from NumPy's global generator
+    else:
+        # pycma treats seed 0 as "seed from the clock", hence + 1
+        options = {"popsize": population, "seed": seed + 1, "verbose": -9, "verb_log": 0, "verb_disp": 0}
+        es = cma.CMAEvolutionStrategy(np.zeros(num_params), sigma, options)  # World Models: x0 = 0
+        state = {"es": es, "generation": 0, "history": [], "best": None}
+        state.update(num_params=num_params, population=population)
+    es = state["es"]
+    writer = SummaryWriter(str(out / "tensorboard"), purge_step=state["generation"])
+    bar = tqdm(
+        total=generations, initial=state["generation"], desc="CMA-ES", unit="gen", disable=not progress
+    )
+    try:
+        for generation in range(state["generation"], generations):
+            start = time.perf_counter()
+            candidates = np.asarray(es.ask())  # (P, n)
+            returns = fitness(candidates, episode_seeds(seed, TRAIN_SEEDS, generation, rollouts))  # (P, R)
+            scores = returns.mean(1)
+            es.tell(list(candidates), (-scores).tolist())  # pycma minimizes
+            row = {
+                "generation": generation,
+                "best": float(scores.max()),
+                "mean": float(scores.mean()),
+                "std": float(scores.std()),
+                "sigma": float(es.sigma),
+            }
+            if (generation + 1) % eval_every == 0 or generation + 1 == generations:
+                mean_params = np.asarray(es.result.xfavorite)[None]  # (1, n): the distribution mean
+                seeds = episode_seeds(seed, EVAL_SEEDS, generation, eval_rollouts)
+                row["eval"] = float(fitness(mean_params, seeds).mean())
+                if state["best"] is None or row["eval"] > state["best"]["score"]:
+                    state["best"] = {"params": mean_params[0], "score": row["eval"], "generation": generation}
+                    if on_best is not None:
+                        on_best(mean_params[0], row["eval"], generation)
+            row["seconds"] = time.perf_counter() - start
+            state["history"].append(row)
+            state["generation"] = generation + 1
+            state["numpy_random"] = np.random.get_state()
+            _atomic_save(path, lambda f: pickle.dump(state, f))
+            for key in ("best", "mean", "std", "sigma", "eval"):
+                if key in row:
+                    writer.add_scalar(
+                        f"fitness/{key}" if key != "sigma" else "cma/sigma", row[key], generation
+                    )
+            writer.flush()
+            bar.update()
+            bar.set_postfix({k: f"{v:.2f}" for k, v in row.items() if k in ("best", "mean", "std", "eval")})
+    finally:
+        bar.close()
+        writer.close()
+    return state
+
+
+# ---- the command ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class ControllerConfig:
+    """`worldmodels agent controller` options; every key can be set in the YAML recipe or as --key value."""
+
+    model: str  # world-model checkpoint from `worldmodels fit` (MDNRNN or RSSM)
+    out: str = "runs/controller"  # evolution.pkl, controller.ckpt and tensorboard/ go here
+    fitness: Literal["real", "dream"] = "real"
+    env: str | None = None  # environment spec (real fitness)
+    data: str | None = None  # episode store whose frames start the dreams (dream fitness)
+    population: int = 64  # World Models: population 64
+    rollouts: int = 16  # World Models: mean return over 16 rollouts per candidate
+    generations: int = 1000
+    sigma: float = 0.1  # World Models carracing/train.py: sigma_init 0.1
+    hidden: int = 0  # 0: linear controller (World Models); > 0: one tanh hidden layer
+    eval_every: int = 25  # World Models carracing/train.py: eval_steps 25
+    eval_rollouts: int = 1024  # World Models carracing/train.py: popsize 64 x 16 episodes per evaluation
+    seed: int = 0
+    workers: int = 1  # real fitness: environment processes (1: in this process)
+    size: int | None = None  # real fitness: image size (default: the model's)
+    action_repeat: int | None = None  # real fitness: default per env (see worldmodels/envs.py)
+    max_steps: int | None = None  # real fitness: cut episodes after this many agent steps
+    horizon: int = 1000  # dream fitness: imagined steps per rollout
+    context: int = 5  # dream fitness: real frames observed before dreaming
+    temperature: float | None = None  # dream fitness: the model's sampling temperature tau (None: keep)
+    done: Literal["threshold", "sample"] = "threshold"  # dream fitness: how predicted episode ends are drawn
+    device: str = "cpu"  # dream fitness: where the batched dream runs (real env workers use the CPU)
+    resume: bool = True  # continue from out/evolution.pkl when it exists
+    progress: bool = True  # tqdm progress bar
+
+
+def parse_config(argv: list[str]) -> ControllerConfig:
+    """``-c FILE`` plus ``--key value`` overrides; an unknown key exits with status 2 (jsonargparse)."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(prog="worldmodels agent controller", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "-c", "--config", action=ActionConfigFile, help="a YAML recipe (configs/controller_*.yaml)"
+    )
+    parser.add_class_arguments(ControllerConfig, as_group=False)
+    namespace = parser.parse_args(argv)
+    return ControllerConfig(**{f.name: namespace[f.name] for f in fields(ControllerConfig)})
+
+
+def train(cfg: ControllerConfig) -> dict[str, Any]:
+    """Evolve a controller on ``cfg.model``; writes ``cfg.out/controller.ckpt``. Returns the evolution state."""
+    if cfg.fitness == "real" and not cfg.env:
+        raise ConfigError("fitness: real needs env (e.g. --env CarRacing-v3)")
+    if cfg.fitness == "dream" and not cfg.data:
+        raise ConfigError("fitness: dream needs data, the episode store whose frames start the dreams")
+    device = cfg.device if cfg.fitness == "dream" else "cpu"
+    model = load_model(
+        cfg.model, expect=("worldmodels.mdnrnn.MDNRNN", "worldmodels.rssm.RSSM"), device=device
+    )
+    if cfg.temperature is not None:
+        if not hasattr(model, "temperature"):
+            raise ConfigError(
+                f"{cfg.model}: this {type(model).__name__} has no sampling temperature; leave temperature unset"
+            )
+        model.temperature = cfg.temperature
+    controller = Controller(model.feature_dim, model.action_dim, model.discrete, cfg.hidden)
+    if cfg.fitness == "real":
+        fitness: Any = RealFitness(
+            cfg.model, cfg.env, cfg.hidden, cfg.size, cfg.action_repeat, cfg.max_steps, cfg.workers
+        )
+    else:
+        fitness = DreamFitness(model, controller, cfg.data, cfg.horizon, cfg.context, cfg.done, device)
+    world_model = read_world_model(cfg.model)
+    out = Path(cfg.out)
+
+    def save_best(params: np.ndarray, score: float, generation: int) -> None:
+        agent = ControllerAgent(model, controller, torch.from_numpy(params))
+        agent.save(
+            out / AGENT_FILE,
+            world_model,
+            world_model_path=str(cfg.model),
+            score=score,
+            generation=generation,
+            config=asdict(cfg),
+        )
+
+    print(
+        f"controller: {controller.num_params} params on {type(model).__name__} features ({model.feature_dim}); "
+        f"{cfg.fitness} fitness, population {cfg.population} x {cfg.rollouts} rollouts"
+    )
+    try:
+        state = evolve(
+            fitness,
+            controller.num_params,
+            out,
+            population=cfg.population,
+            rollouts=cfg.rollouts,
+            generations=cfg.generations,
+            sigma=cfg.sigma,
+            eval_every=cfg.eval_every,
+            eval_rollouts=cfg.eval_rollouts,
+            seed=cfg.seed,
+            resume=cfg.resume,
+            on_best=save_best,
+            progress=cfg.progress,
+        )
+    finally:
+        fitness.close()
+    print(f"{out / AGENT_FILE}: {_state_summary(state)}; try `worldmodels eval --ckpt {out / AGENT_FILE}`")
+    return state
+
+
+def main(argv: list[str]) -> None:
+    """`worldmodels agent controller -c RECIPE.yaml [--key value ...]`."""
+    train(parse_config(argv))

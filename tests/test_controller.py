@@ -1,0 +1,380 @@
+"""The World Models controller (agents/controller.py): policy, batched dream fitness, CMA-ES loop, real-env
+fitness in worker processes, resume, checkpoints and the command line."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from agents.controller import (
+    STATE_FILE,
+    Controller,
+    ControllerAgent,
+    RealFitness,
+    dream_returns,
+    evolve,
+    main,
+    parse_config,
+    rollout,
+)
+from agents.evaluate import load_agent
+from worldmodels import cli, envs
+from worldmodels.collect import collect
+from worldmodels.errors import ConfigError
+from worldmodels.interface import State
+from worldmodels.mdnrnn import MDNRNN
+from worldmodels.rssm import RSSM
+from worldmodels.vae import VAE
+
+SIZE = 16
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _save(model: L.LightningModule, path: Path) -> str:
+    trainer = L.Trainer(
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, accelerator="cpu"
+    )
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(path)
+    return str(path)
+
+
+def _mdnrnn(action_dim: int = 1) -> MDNRNN:
+    torch.manual_seed(0)
+    return MDNRNN(vae=VAE(SIZE, 4, 0.25), action_dim=action_dim, hidden=8, mixtures=2)
+
+
+def _rssm() -> RSSM:
+    torch.manual_seed(0)
+    return RSSM(
+        preset="dreamerv3-S",
+        image_size=SIZE,
+        action_dim=1,
+        deter=8,
+        stoch=4,
+        classes=4,
+        hidden=8,
+        mlp_layers=1,
+        cnn_depth=4,
+    )
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Untrained tiny world models for Pendulum-v1 at 16 px (1-dim actions)."""
+    root = tmp_path_factory.mktemp("models")
+    return {"mdnrnn": _save(_mdnrnn(), root / "mdnrnn.ckpt"), "rssm": _save(_rssm(), root / "rssm.ckpt")}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("store") / "pendulum"
+    collect("Pendulum-v1", 2, path, size=SIZE, seed=0, max_steps=12, progress=False)
+    return str(path)
+
+
+# ---- the policy ----
+
+
+@pytest.mark.parametrize("hidden", [0, 5])
+def test_controller_shapes_squashing_and_flat_params(hidden: int) -> None:
+    torch.manual_seed(0)
+    controller = Controller(feature_dim=6, action_dim=3, discrete=False, hidden=hidden)
+    expected = 6 * 3 + 3 if hidden == 0 else (6 * 5 + 5) + (5 * 3 + 3)
+    assert controller.num_params == expected
+    params, features = 10 * torch.randn(4, expected), 10 * torch.randn(4, 7, 6)  # (P, n), (P, R, F)
+    actions = controller.act(params, features)
+    assert actions.shape == (4, 7, 3)
+    assert actions.abs().max() <= 1.0 and actions.abs().max() > 0.99  # tanh-squashed, saturating
+    assert torch.equal(Controller.flatten(controller.layers(params)), params)  # flat round trip
+    # each policy acts on its own rows only: policy 2 alone gives the same actions
+    x = features[2]
+    for i, (w, b) in enumerate(controller.layers(params[2:3])):
+        x = x @ w[0] + b[0]
+        x = torch.tanh(x) if i == 0 and hidden else x
+    torch.testing.assert_close(actions[2], torch.tanh(x))
+    with pytest.raises(ConfigError, match=f"\\(P, {expected}\\)"):
+        controller.layers(torch.zeros(4, expected + 1))
+
+
+def test_discrete_controller_is_one_hot() -> None:
+    torch.manual_seed(0)
+    controller = Controller(feature_dim=4, action_dim=3, discrete=True)
+    params, features = torch.randn(2, controller.num_params), torch.randn(2, 50, 4)
+    greedy = controller.act(params, features)
+    assert torch.equal(greedy.argmax(-1), controller.logits(params, features).argmax(-1))
+    sampled = controller.act(params, features, sample=True)
+    for actions in (greedy, sampled):
+        assert set(actions.unique().tolist()) == {0.0, 1.0} and torch.equal(
+            actions.sum(-1), torch.ones(2, 50)
+        )
+    assert not torch.equal(greedy, sampled)
+
+
+# ---- the dream ----
+
+
+def test_batched_dream_equals_per_candidate_loop() -> None:
+    """One (P*R)-row dream gives each candidate the returns it gets alone, on a real MDN-RNN."""
+    model = _mdnrnn(action_dim=2).eval()
+    zk = model.z_dim * model.mixtures
+    with torch.no_grad():  # make the mixture deterministic: one component, std e^-20
+        model.mdn.weight[:zk] = 0
+        model.mdn.weight[2 * zk :] = 0
+        model.mdn.bias[:zk] = torch.tensor([50.0, 0.0]).repeat(model.z_dim)
+        model.mdn.bias[2 * zk :] = -20.0
+        model.done_head.weight.mul_(20.0)  # episode ends vary with h
+    controller = Controller(model.feature_dim, 2, False)
+    torch.manual_seed(1)
+    params = torch.randn(5, controller.num_params)
+    starts = {"z": torch.randn(3, model.z_dim), "h": torch.randn(3, 8), "c": torch.randn(3, 8)}
+    batched = dream_returns(model, controller, params, starts, horizon=12)
+    looped = torch.cat(
+        [dream_returns(model, controller, params[p : p + 1], starts, horizon=12) for p in range(5)]
+    )
+    assert batched.shape == (5, 3)
+    torch.testing.assert_close(batched, looped, atol=1e-4, rtol=1e-4)
+    assert batched.std() > 0
+
+
+class ToyModel:
+    """A hand-written WorldModel: the state drifts with the action; reward = action . (1, -1) per step."""
+
+    feature_dim, action_dim, discrete, image_size = 3, 2, False, SIZE
+
+    def __init__(self) -> None:
+        self.mix = torch.tensor([[0.5, -0.2, 0.1], [0.3, 0.4, -0.5]])
+
+    def initial(self, batch_size: int) -> State:
+        return {"x": torch.zeros(batch_size, 3), "r": torch.zeros(batch_size)}
+
+    def imagine(self, state: State, action: torch.Tensor) -> State:
+        return {
+            "x": torch.tanh(0.8 * state["x"] + action @ self.mix),
+            "r": action @ torch.tensor([1.0, -1.0]),
+        }
+
+    def features(self, state: State) -> torch.Tensor:
+        return state["x"]
+
+    def reward(self, state: State) -> torch.Tensor:
+        return state["r"]
+
+    def cont(self, state: State) -> torch.Tensor:
+        return torch.ones_like(state["r"])
+
+
+def _toy_fitness(calls: list | None = None, fail_at: int | None = None):
+    model, controller = ToyModel(), Controller(3, 2, False)
+
+    def fitness(params: np.ndarray, seeds: np.ndarray) -> np.ndarray:  # (P, n), (R,) -> (P, R)
+        if calls is not None:
+            calls.append(len(seeds))
+            if fail_at is not None and len(calls) == fail_at:
+                raise KeyboardInterrupt
+        starts = {
+            "x": torch.from_numpy(np.random.default_rng(seeds).normal(size=(len(seeds), 3))).float(),
+            "r": torch.zeros(len(seeds)),
+        }
+        params_t = torch.as_tensor(params, dtype=torch.float32)
+        return dream_returns(model, controller, params_t, starts, horizon=10).double().numpy()
+
+    return fitness, controller.num_params
+
+
+def test_cmaes_improves_toy_fitness(tmp_path: Path) -> None:
+    fitness, n = _toy_fitness()
+    best_calls = []
+    state = evolve(
+        fitness,
+        n,
+        tmp_path,
+        population=8,
+        rollouts=2,
+        generations=8,
+        sigma=0.1,
+        eval_every=4,
+        eval_rollouts=4,
+        seed=0,
+        on_best=lambda *a: best_calls.append(a),
+        progress=False,
+    )
+    history = state["history"]
+    assert [h["generation"] for h in history] == list(range(8))
+    assert history[0]["mean"] < 0.5  # near the zero policy (return 0); the best possible return is 20
+    assert history[-1]["mean"] > history[0]["mean"] + 5 and state["best"]["score"] > 10
+    assert best_calls and best_calls[-1][1] == state["best"]["score"]
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_resume_after_interrupt_continues_with_identical_es_state(tmp_path: Path) -> None:
+    kwargs = dict(
+        population=6, rollouts=2, generations=4, eval_every=2, eval_rollouts=3, seed=3, progress=False
+    )
+    fitness, n = _toy_fitness()
+    straight = evolve(fitness, n, tmp_path / "straight", **kwargs)
+
+    calls: list[int] = []
+    fitness, n = _toy_fitness(calls, fail_at=4)  # calls: gen 0, gen 1, eval after gen 1, gen 2 <- interrupted
+    with pytest.raises(KeyboardInterrupt):
+        evolve(fitness, n, tmp_path / "resumed", **kwargs)
+    with open(tmp_path / "resumed" / STATE_FILE, "rb") as f:
+        assert pickle.load(f)["generation"] == 2
+    calls.clear()
+    fitness, n = _toy_fitness(calls)
+    resumed = evolve(fitness, n, tmp_path / "resumed", **kwargs)
+    assert calls == [2, 2, 3]  # generations 2 and 3 only, then the final evaluation
+
+    strip = lambda history: [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+    assert strip(resumed["history"]) == strip(straight["history"])
+    np.testing.assert_array_equal(resumed["es"].mean, straight["es"].mean)
+    assert resumed["es"].sigma == straight["es"].sigma
+    np.testing.assert_array_equal(resumed["es"].sm.C, straight["es"].sm.C)
+    np.testing.assert_array_equal(resumed["best"]["params"], straight["best"]["params"])
+    with pytest.raises(ConfigError, match="--resume false"):
+        evolve(fitness, n + 1, tmp_path / "resumed", **kwargs)
+
+
+# ---- the real environment ----
+
+
+def test_real_fitness_in_two_spawn_workers_matches_one_process(checkpoints: dict[str, str]) -> None:
+    torch.manual_seed(0)
+    n = Controller(12, 1, False).num_params  # MDN-RNN features: z 4 + h 8
+    params, seeds = 0.5 * np.random.default_rng(0).normal(size=(3, n)), np.array([11, 12])
+    local = RealFitness(checkpoints["mdnrnn"], "Pendulum-v1", size=SIZE, max_steps=15, workers=1)
+    pooled = RealFitness(checkpoints["mdnrnn"], "Pendulum-v1", size=SIZE, max_steps=15, workers=2)
+    try:
+        expected, got = local(params, seeds), pooled(params, seeds)
+    finally:
+        local.close()
+        pooled.close()
+    assert got.shape == (3, 2) and np.all(got < 0)  # Pendulum rewards are negative
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert len(np.unique(got.round(3))) > 1
+
+
+def _recipe(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_cli_real_fitness_then_worldmodels_eval(
+    tmp_path: Path, checkpoints: dict[str, str], capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "run"
+    recipe = _recipe(
+        tmp_path,
+        f"model: {checkpoints['mdnrnn']}\nout: {out}\nfitness: real\nenv: Pendulum-v1\n"
+        "population: 4\nrollouts: 1\ngenerations: 2\neval_every: 1\neval_rollouts: 1\n"
+        f"size: {SIZE}\nmax_steps: 8\nprogress: false\n",
+    )
+    main(["-c", recipe])
+    ckpt = out / "controller.ckpt"
+    agent = load_agent(ckpt)
+    assert isinstance(agent, ControllerAgent) and (agent.action_dim, agent.discrete, agent.image_size) == (
+        1,
+        False,
+        16,
+    )
+    assert torch.load(ckpt, weights_only=False)["world_model"]["state_dict"]  # the model travels inside
+    with open(out / STATE_FILE, "rb") as f:
+        state = pickle.load(f)
+    assert state["generation"] == 2 and len(state["history"]) == 2
+    np.testing.assert_array_equal(agent.params[0].numpy(), state["best"]["params"].astype(np.float32))
+
+    cli.main(["eval", "--ckpt", str(ckpt), "--env", "Pendulum-v1", "--episodes", "1", "--seed", "5"])
+    printed = capsys.readouterr().out
+    assert "Pendulum-v1: return" in printed
+    env = envs.make("Pendulum-v1", size=SIZE)
+    expected = rollout(agent, env, seed=5)  # what the fitness measures is what `worldmodels eval` plays
+    assert f"return {expected:.1f} +- 0.0" in printed
+
+
+@pytest.mark.parametrize("kind", ["mdnrnn", "rssm"])
+def test_cli_dream_fitness_on_any_world_model(
+    tmp_path: Path, checkpoints: dict[str, str], store: str, kind: str
+) -> None:
+    """The same code evolves a controller on an MDN-RNN or an RSSM, through the shared interface."""
+    out = tmp_path / kind
+    main(
+        [
+            "-c",
+            str(CONFIGS / "controller_carracing_dream.yaml"),
+            "--model",
+            checkpoints[kind],
+            "--out",
+            str(out),
+            "--data",
+            store,
+            "--population",
+            "4",
+            "--rollouts",
+            "2",
+            "--generations",
+            "2",
+            "--horizon",
+            "5",
+            "--context",
+            "3",
+            "--eval_every",
+            "2",
+            "--eval_rollouts",
+            "2",
+            "--device",
+            "cpu",
+            "--temperature",
+            "1.15" if kind == "mdnrnn" else "null",
+            "--progress",
+            "false",
+        ]
+    )
+    agent = ControllerAgent.load(out / "controller.ckpt")
+    action, state = agent.act(torch.zeros(2, SIZE, SIZE, 3, dtype=torch.uint8), torch.tensor([True, True]))
+    assert action.shape == (2, 1) and action.abs().max() <= 1
+    action, _ = agent.act(
+        torch.zeros(2, SIZE, SIZE, 3, dtype=torch.uint8), torch.tensor([False, True]), state
+    )
+    assert action.shape == (2, 1)
+    if kind == "rssm":
+        with pytest.raises(ConfigError, match="no sampling temperature"):
+            main(
+                [
+                    "-c",
+                    str(CONFIGS / "controller_carracing_dream.yaml"),
+                    "--model",
+                    checkpoints[kind],
+                    "--out",
+                    str(out),
+                    "--data",
+                    store,
+                    "--device",
+                    "cpu",
+                ]
+            )
+
+
+# ---- the recipes ----
+
+
+@pytest.mark.parametrize("recipe", sorted(CONFIGS.glob("controller_*.yaml")), ids=lambda p: p.name)
+def test_recipes_parse(recipe: Path) -> None:
+    cfg = parse_config(["-c", str(recipe)])
+    assert cfg.population >= 2 and cfg.model.endswith(".ckpt")
+
+
+def test_unknown_config_key_exits_with_status_2(tmp_path: Path, checkpoints: dict[str, str]) -> None:
+    recipe = _recipe(tmp_path, f"model: {checkpoints['mdnrnn']}\npopulaton: 4\n")  # typo
+    for argv in (
+        ["agent", "controller", "-c", recipe],
+        ["agent", "controller", "--model", "m.ckpt", "--nope", "1"],
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(argv)
+        assert exit_info.value.code == 2
