@@ -98,7 +98,8 @@ def evaluate(
 def run_eval(args: Any) -> list[float]:
     """The `worldmodels eval` command."""
     if not torch.cuda.is_available():
-        torch.set_num_threads(1)  # acting on one frame at a time: extra CPU threads only spin (40x slower here)
+        # acting on one frame at a time, extra CPU threads only spin (40x slower on a busy 2-core machine)
+        torch.set_num_threads(1)
     agent = load_agent(args.ckpt)
     returns, videos = evaluate(agent, args.env, args.episodes, args.size, args.action_repeat, args.seed)
     print(f"{args.env}: return {np.mean(returns):.1f} +- {np.std(returns):.1f} over {len(returns)} episodes")

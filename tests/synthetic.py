@@ -42,7 +42,13 @@ def moving_squares(
         is_first, is_last = flags.copy(), flags.copy()
         is_first[0], is_last[-1] = True, True
         out.append(
-            dict(image=image, action=action, reward=reward, is_first=is_first, is_last=is_last,
-                 is_terminal=flags.copy())
+            dict(
+                image=image,
+                action=action,
+                reward=reward,
+                is_first=is_first,
+                is_last=is_last,
+                is_terminal=flags.copy(),
+            )
         )
     return out
