@@ -1,0 +1,418 @@
+"""The recurrent state-space model (RSSM) of PlaNet, DreamerV1 and DreamerV3, as one LightningModule.
+
+A state is ``{"deter": h (B, D), "stoch": z, ...stats}`` where ``z`` is a Gaussian sample (B, S) with stats
+``mean``/``std`` (PlaNet, DreamerV1), or one-hot samples (B, S, K) with stats ``logits`` (DreamerV2/V3,
+stored after the 1% unimix). One step of the model:
+
+    prior:     h_t = GRU(h_{t-1}, dense([z_{t-1}, a_t]));   z_t ~ p(z_t | h_t)        (``imagine``)
+    posterior: z_t ~ q(z_t | h_t, embed(image_t))                                   (``observe``)
+
+``action[t]`` led to ``image[t]`` (worldmodels/__init__.py), so the prior for step t reads action[t].
+Features are ``[h, flatten(z)]``; the heads (image decoder, reward, continue) read them.
+
+Losses, averaged over (B, T): image squared error summed over pixels (images in [-0.5, 0.5]); reward
+squared error (PlaNet, DreamerV1) or two-hot symlog cross-entropy over 255 bins (DreamerV3); squared errors
+are halved for PlaNet / DreamerV1 (their unit-variance Gaussian log-likelihood, ``sq_scale``); continue
+Bernoulli cross-entropy on ``1 - is_terminal`` (DreamerV1, DreamerV3; PlaNet has no continue head and
+``cont()`` returns ones); and the KL between posterior and prior:
+
+* PlaNet / DreamerV1: ``kl_scale * max(mean KL, free_nats)`` with scale 1 and 3 free nats (DreamerV1 Sec. 6,
+  "as in PlaNet"; the mean over the batch is clipped, as in the DreamerV1 code).
+* DreamerV3: KL balancing ``0.5 * mean max(dyn, 1) + 0.1 * mean max(rep, 1)``, each step clipped separately
+  (DreamerV3 Sec. 2), with ``dyn = KL[sg(post) || prior]`` and ``rep = KL[post || sg(prior)]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from einops import pack, rearrange, unpack
+from torch import Tensor, nn
+
+from encoders.conv import ConvDecoder, ConvEncoder, num_stages
+from worldmodels.distributions import BINS, TwoHotSymlog, kl, kl_dyn_rep, latent_dist, unimix
+from worldmodels.errors import CheckpointError, ConfigError
+from worldmodels.interface import State
+
+_DREAMERV3 = dict(
+    style="dreamerv3",  # LayerNorm + SiLU everywhere, LayerNorm GRU
+    stoch=32,  # DreamerV3 Table B.1: 32 latents
+    classes=32,  # of 32 classes each
+    min_std=0.1,  # unused by categorical latents
+    unimix=0.01,  # DreamerV3 Sec. 2: 1% uniform mixture
+    reward_head="twohot",  # DreamerV3 Sec. 2: symlog two-hot, 255 bins
+    cont_head=True,
+    cont_scale=1.0,  # DreamerV3 Sec. 2: beta_pred = 1
+    sq_scale=1.0,  # DreamerV3 code: MSE summed over pixels
+    kl_balance=True,
+    kl_scale=1.0,  # unused with kl_balance
+    dyn_scale=0.5,  # DreamerV3 Sec. 2: beta_dyn = 0.5
+    rep_scale=0.1,  # DreamerV3 Sec. 2: beta_rep = 0.1
+    free_nats=1.0,  # DreamerV3 Sec. 2: free bits 1 nat, each term clipped
+    lr=1e-4,  # DreamerV3 Table W.1: world model Adam lr 1e-4
+    eps=1e-8,  # DreamerV3 Table W.1: Adam epsilon 1e-8
+    grad_clip=1000.0,  # DreamerV3 Table W.1: gradient clipping 1000
+)
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # PlaNet (Hafner et al. 2019, arXiv 1811.04551) Sec. 5 and App. A
+    "planet": dict(
+        style="dreamerv1",  # ReLU convs, ELU dense layers, nn.GRUCell
+        deter=200,  # PlaNet: GRU with 200 units
+        stoch=30,  # PlaNet: 30-d diagonal Gaussian
+        classes=0,  # 0: Gaussian latents
+        min_std=0.1,  # PlaNet / DreamerV1 code: std = softplus(x) + 0.1
+        hidden=200,  # PlaNet: hidden layers of 200 units
+        mlp_layers=2,
+        cnn_depth=32,  # PlaNet / DreamerV1 code: conv channels 32, 64, 128, 256
+        unimix=0.0,
+        reward_head="mse",
+        cont_head=False,  # PlaNet predicts no episode ends
+        cont_scale=0.0,
+        sq_scale=0.5,  # unit-variance Gaussian log-likelihood: 0.5 * squared error (PlaNet / DreamerV1 code)
+        kl_balance=False,
+        kl_scale=1.0,  # PlaNet: KL not scaled
+        dyn_scale=0.0,
+        rep_scale=0.0,
+        free_nats=3.0,  # PlaNet: 3 free nats
+        lr=1e-3,  # PlaNet App. A: Adam lr 1e-3
+        eps=1e-4,  # PlaNet App. A: Adam epsilon 1e-4
+        grad_clip=1000.0,  # PlaNet App. A: clip gradient norm at 1000
+    ),
+    # DreamerV1 (Hafner et al. 2020, arXiv 1912.01603) Sec. 6 and App. A
+    "dreamerv1": dict(
+        style="dreamerv1",
+        deter=200,  # DreamerV1: GRU with 200 units
+        stoch=30,  # DreamerV1: 30-d diagonal Gaussian
+        classes=0,
+        min_std=0.1,
+        hidden=300,  # DreamerV1 App. A: dense layers of 300 units
+        mlp_layers=2,
+        cnn_depth=32,
+        unimix=0.0,
+        reward_head="mse",
+        cont_head=True,  # DreamerV1 Sec. 6: discount predictor for early episode ends
+        cont_scale=10.0,  # DreamerV1 code: pcont_scale 10
+        sq_scale=0.5,  # DreamerV1 code: image and reward are tfd.Normal(mean, 1)
+        kl_balance=False,
+        kl_scale=1.0,  # DreamerV1 Sec. 6: "we do not scale the KL regularizers (beta = 1)"
+        dyn_scale=0.0,
+        rep_scale=0.0,
+        free_nats=3.0,  # DreamerV1 Sec. 6: "clip them below 3 free nats as in PlaNet"
+        lr=6e-4,  # DreamerV1 Sec. 6: world model lr 6e-4
+        eps=1e-4,  # DreamerV1 code: Adam epsilon 1e-4
+        grad_clip=100.0,  # DreamerV1 Sec. 6: gradient norms clipped at 100
+    ),
+    # DreamerV3 (Hafner et al. 2023, arXiv 2301.04104v1) Table B.1 model sizes
+    "dreamerv3-XS": dict(_DREAMERV3, deter=256, cnn_depth=24, hidden=256, mlp_layers=1),
+    "dreamerv3-S": dict(_DREAMERV3, deter=512, cnn_depth=32, hidden=512, mlp_layers=2),
+    "dreamerv3-M": dict(_DREAMERV3, deter=1024, cnn_depth=48, hidden=640, mlp_layers=3),
+}
+
+
+def _to_float(images: Tensor) -> Tensor:
+    """uint8 (..., H, W, 3) -> float (..., 3, H, W) in [-0.5, 0.5] (the toolkit's pixel convention)."""
+    return rearrange(images, "... h w c -> ... c h w").float() / 255.0 - 0.5
+
+
+def _to_uint8(x: Tensor) -> Tensor:
+    """float (..., 3, H, W) in [-0.5, 0.5] -> uint8 (..., H, W, 3)."""
+    return rearrange(((x + 0.5) * 255.0).round().clamp(0, 255).to(torch.uint8), "... c h w -> ... h w c")
+
+
+def _dense(style: str, in_dim: int, out_dim: int) -> list[nn.Module]:
+    """A hidden layer: Linear + ELU (PlaNet, DreamerV1) or Linear + LayerNorm + SiLU (DreamerV3)."""
+    if style == "dreamerv1":
+        return [nn.Linear(in_dim, out_dim), nn.ELU()]
+    return [nn.Linear(in_dim, out_dim, bias=False), nn.LayerNorm(out_dim), nn.SiLU()]
+
+
+def _mlp(style: str, in_dim: int, hidden: int, layers: int, out_dim: int) -> nn.Sequential:
+    """(..., in_dim) -> (..., out_dim) through ``layers`` hidden layers of ``hidden`` units (``_dense``)."""
+    mods: list[nn.Module] = []
+    for i in range(layers):
+        mods += _dense(style, in_dim if i == 0 else hidden, hidden)
+    return nn.Sequential(*mods, nn.Linear(hidden if layers else in_dim, out_dim))
+
+
+class LayerNormGRUCell(nn.Module):
+    """GRU cell with one LayerNorm over all gates and the update gate biased to keep the state (DreamerV3
+    code, ``RSSM._gru``). x (B, I), h (B, H) -> h (B, H)."""
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(input_size + hidden_size, 3 * hidden_size, bias=False)
+        self.norm = nn.LayerNorm(3 * hidden_size)
+
+    def forward(self, x: Tensor, h: Tensor) -> Tensor:
+        reset, cand, update = self.norm(self.linear(torch.cat([x, h], -1))).chunk(3, -1)
+        cand = torch.tanh(torch.sigmoid(reset) * cand)
+        update = torch.sigmoid(update - 1.0)
+        return update * cand + (1.0 - update) * h
+
+
+def _reset(x: Tensor, init: Tensor, is_first: Tensor) -> Tensor:
+    """x, init (B, ...), is_first (B,) bool -> x with the rows where is_first replaced by init."""
+    return torch.where(is_first.reshape(-1, *[1] * (x.ndim - 1)), init, x)
+
+
+class RSSM(L.LightningModule):
+    """PlaNet / Dreamer world model on the shared interface (worldmodels/interface.py).
+
+    ``preset`` names a paper setting in ``PRESETS``; every other size argument left at None takes the
+    preset's value. ``classes=0`` gives Gaussian latents of ``stoch`` dims, ``classes>0`` categorical latents
+    of ``stoch`` x ``classes``. ``action_dim=0`` trains on video without actions (actions (B, T, 0)).
+    """
+
+    def __init__(
+        self,
+        preset: str = "dreamerv3-S",
+        image_size: int = 64,
+        action_dim: int = 0,
+        discrete: bool = False,
+        deter: int | None = None,
+        stoch: int | None = None,
+        classes: int | None = None,
+        hidden: int | None = None,
+        mlp_layers: int | None = None,
+        cnn_depth: int | None = None,
+        lr: float | None = None,
+        grad_clip: float | None = None,
+        free_nats: float | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        if preset not in PRESETS:
+            raise ConfigError(f"RSSM preset {preset!r} is unknown; use one of {list(PRESETS)}")
+        overrides = dict(
+            deter=deter,
+            stoch=stoch,
+            classes=classes,
+            hidden=hidden,
+            mlp_layers=mlp_layers,
+            cnn_depth=cnn_depth,
+            lr=lr,
+            grad_clip=grad_clip,
+            free_nats=free_nats,
+        )
+        cfg = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+        for key in ("deter", "stoch", "hidden", "cnn_depth"):
+            if cfg[key] < 1:
+                raise ConfigError(f"RSSM {key}={cfg[key]}: must be a positive integer")
+        if cfg["classes"] < 0 or cfg["mlp_layers"] < 0 or action_dim < 0 or cfg["lr"] <= 0:
+            raise ConfigError(
+                f"RSSM classes={cfg['classes']}, mlp_layers={cfg['mlp_layers']}, action_dim={action_dim}, "
+                f"lr={cfg['lr']}: classes, mlp_layers and action_dim must be >= 0 and lr > 0"
+            )
+        try:
+            num_stages(image_size)
+        except ValueError as e:
+            raise ConfigError(f"RSSM {e}") from e
+        self.save_hyperparameters()
+        self.config = cfg
+        self.image_size, self.action_dim, self.discrete = image_size, action_dim, discrete
+        style, hidden_dim, self.categorical = cfg["style"], cfg["hidden"], cfg["classes"] > 0
+        self.stoch_dim = cfg["stoch"] * max(cfg["classes"], 1)  # flattened z
+        self.feature_dim = cfg["deter"] + self.stoch_dim
+        stats_dim = self.stoch_dim if self.categorical else 2 * cfg["stoch"]
+
+        self.encoder = ConvEncoder(image_size, cfg["cnn_depth"], style, channels_last)
+        self.img_in = nn.Sequential(*_dense(style, self.stoch_dim + action_dim, hidden_dim))
+        gru = nn.GRUCell if style == "dreamerv1" else LayerNormGRUCell
+        self.cell = gru(hidden_dim, cfg["deter"])
+        self.img_out = nn.Sequential(*_dense(style, cfg["deter"], hidden_dim))
+        self.img_stats = nn.Linear(hidden_dim, stats_dim)
+        self.obs_out = nn.Sequential(*_dense(style, cfg["deter"] + self.encoder.out_dim, hidden_dim))
+        self.obs_stats = nn.Linear(hidden_dim, stats_dim)
+
+        self.decoder = ConvDecoder(self.feature_dim, image_size, cfg["cnn_depth"], style, channels_last)
+        twohot = cfg["reward_head"] == "twohot"
+        self.reward_head = _mlp(style, self.feature_dim, hidden_dim, cfg["mlp_layers"], BINS if twohot else 1)
+        if twohot:  # DreamerV3 code: reward output layer initialized to zeros
+            nn.init.zeros_(self.reward_head[-1].weight)
+            nn.init.zeros_(self.reward_head[-1].bias)
+        self.cont_head = (
+            _mlp(style, self.feature_dim, hidden_dim, cfg["mlp_layers"], 1) if cfg["cont_head"] else None
+        )
+        self._step_fn = torch.compile(self._step) if compile else self._step
+
+    # --- the shared interface ---------------------------------------------------------------------------
+
+    def initial(self, batch_size: int) -> State:
+        """-> state (B, ...): zeros, with uniform (categorical) or standard normal (Gaussian) stats."""
+        cfg, zeros = self.config, lambda *s: torch.zeros(batch_size, *s, device=self.device, dtype=self.dtype)
+        deter = zeros(cfg["deter"])
+        if self.categorical:
+            shape = (cfg["stoch"], cfg["classes"])
+            return {"deter": deter, "stoch": zeros(*shape), "logits": zeros(*shape)}
+        return {
+            "deter": deter,
+            "stoch": zeros(cfg["stoch"]),
+            "mean": zeros(cfg["stoch"]),
+            "std": zeros(cfg["stoch"]) + 1.0,
+        }
+
+    def observe(self, images: Tensor, actions: Tensor, is_first: Tensor, state: State | None = None) -> State:
+        """images (B, T, H, W, 3) uint8, actions (B, T, A), is_first (B, T) bool -> posterior states (B, T, ...).
+
+        ``state`` (B, ...) continues a previous call; ``is_first`` resets a sequence to ``initial``."""
+        self._check(images, actions, is_first)
+        return self._filter(_to_float(images), actions, is_first, state)[0]
+
+    def imagine(self, state: State, action: Tensor) -> State:
+        """state (B, ...), action (B, A) -> prior state (B, ...); differentiable (rsample / straight-through)."""
+        deter = self.cell(self.img_in(torch.cat([self._flat(state["stoch"]), action], -1)), state["deter"])
+        stats = self._stats(self.img_stats(self.img_out(deter)))
+        return {"deter": deter, "stoch": latent_dist(stats).rsample(), **stats}
+
+    def features(self, state: State) -> Tensor:
+        """state (..., ...) -> (..., feature_dim) = [deter, flatten(stoch)]."""
+        return torch.cat([state["deter"], self._flat(state["stoch"])], -1)
+
+    def reward(self, state: State) -> Tensor:
+        """state (..., ...) -> predicted reward (...)."""
+        out = self.reward_head(self.features(state))
+        return TwoHotSymlog(out).mean() if self.config["reward_head"] == "twohot" else out.squeeze(-1)
+
+    def cont(self, state: State) -> Tensor:
+        """state (..., ...) -> P(the episode continues) (...); ones without a continue head (PlaNet)."""
+        features = self.features(state)
+        if self.cont_head is None:
+            return torch.ones(features.shape[:-1], device=features.device, dtype=features.dtype)
+        return torch.sigmoid(self.cont_head(features).squeeze(-1))
+
+    @torch.no_grad()
+    def decode(self, state: State) -> Tensor:
+        """state (..., ...) -> decoded image means (..., H, W, 3) uint8."""
+        flat, shape = pack([self.features(state)], "* f")
+        return unpack(_to_uint8(self.decoder(flat)), shape, "* h w c")[0]
+
+    # --- filtering ---------------------------------------------------------------------------------------
+
+    def _flat(self, stoch: Tensor) -> Tensor:
+        return rearrange(stoch, "... s k -> ... (s k)") if self.categorical else stoch
+
+    def _stats(self, x: Tensor) -> dict[str, Tensor]:
+        """x (..., stats_dim) -> {"logits": (..., S, K)} after unimix, or {"mean", "std": (..., S)}."""
+        if self.categorical:
+            logits = rearrange(x, "... (s k) -> ... s k", k=self.config["classes"])
+            return {"logits": unimix(logits, self.config["unimix"])}
+        mean, std = x.chunk(2, -1)
+        return {"mean": mean, "std": F.softplus(std) + self.config["min_std"]}
+
+    def _step(
+        self, state: State, action: Tensor, embed: Tensor, is_first: Tensor, init: State
+    ) -> tuple[State, State]:
+        """One filtering step. state (B, ...), action (B, A), embed (B, E), is_first (B,) -> (post, prior)."""
+        state = {k: _reset(state[k], init[k], is_first) for k in ("deter", "stoch")}
+        action = action * (~is_first).to(action.dtype)[:, None]
+        prior = self.imagine(state, action)
+        stats = self._stats(self.obs_stats(self.obs_out(torch.cat([prior["deter"], embed], -1))))
+        post = {"deter": prior["deter"], "stoch": latent_dist(stats).rsample(), **stats}
+        return post, prior
+
+    def _filter(
+        self, x: Tensor, actions: Tensor, is_first: Tensor, state: State | None = None
+    ) -> tuple[State, State]:
+        """x (B, T, 3, H, W) float, actions (B, T, A), is_first (B, T) -> posteriors, priors (B, T, ...)."""
+        batch, length = is_first.shape
+        embed = rearrange(self.encoder(rearrange(x, "b t c h w -> (b t) c h w")), "(b t) e -> b t e", b=batch)
+        actions, is_first = actions.to(embed.dtype), is_first.bool()
+        init = self.initial(batch)
+        state = init if state is None else state
+        posts, priors = [], []
+        for t in range(length):
+            state, prior = self._step_fn(state, actions[:, t], embed[:, t], is_first[:, t], init)
+            posts.append(state)
+            priors.append(prior)
+        stack = lambda steps: {k: torch.stack([s[k] for s in steps], 1) for k in steps[0]}
+        return stack(posts), stack(priors)
+
+    def _check(self, images: Tensor, actions: Tensor, is_first: Tensor) -> None:
+        size, dim = self.image_size, self.action_dim
+        if images.dtype != torch.uint8 or images.ndim != 5 or tuple(images.shape[2:]) != (size, size, 3):
+            raise CheckpointError(
+                f"RSSM(image_size={size}) got images {images.dtype} {tuple(images.shape)}; it needs uint8 "
+                f"(B, T, {size}, {size}, 3): resize the data (e.g. --data.size {size}) or train a model of that size"
+            )
+        if tuple(actions.shape) != (*images.shape[:2], dim) or tuple(is_first.shape) != tuple(
+            images.shape[:2]
+        ):
+            raise CheckpointError(
+                f"RSSM(action_dim={dim}) got actions {tuple(actions.shape)} and is_first {tuple(is_first.shape)} "
+                f"for images {tuple(images.shape)}; it needs actions (B, T, {dim}) (zero-width for video without "
+                "actions) and is_first (B, T): use a model trained on data with these actions"
+            )
+
+    # --- training ----------------------------------------------------------------------------------------
+
+    def loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor], State]:
+        """batch: image (B, T, H, W, 3) uint8, action (B, T, A), reward (B, T), is_first (B, T),
+        is_terminal (B, T) -> (total loss, detached metrics, posterior states (B, T, ...)).
+
+        Metrics: loss, image, reward, kl, post_entropy, prior_entropy; cont with a continue head; dyn and rep
+        with KL balancing. The KL terms are the raw means, before free nats and scales."""
+        cfg, images = self.config, batch["image"]
+        self._check(images, batch["action"], batch["is_first"])
+        x = _to_float(images)  # (B, T, 3, H, W)
+        post, prior = self._filter(x, batch["action"], batch["is_first"])
+        features = self.features(post)  # (B, T, F)
+        recon = self.decoder(rearrange(features, "b t f -> (b t) f"))
+        error = (recon - rearrange(x, "b t c h w -> (b t) c h w")).square()  # (B*T, 3, H, W)
+        terms = {"image": cfg["sq_scale"] * error.sum((1, 2, 3)).mean()}
+        reward_out, reward = self.reward_head(features), batch["reward"].to(features.dtype)
+        if cfg["reward_head"] == "twohot":
+            terms["reward"] = -TwoHotSymlog(reward_out).log_prob(reward).mean()
+        else:
+            terms["reward"] = cfg["sq_scale"] * (reward_out.squeeze(-1) - reward).square().mean()
+        total = terms["image"] + terms["reward"]
+        if self.cont_head is not None:
+            cont = 1.0 - batch["is_terminal"].to(features.dtype)
+            terms["cont"] = F.binary_cross_entropy_with_logits(self.cont_head(features).squeeze(-1), cont)
+            total = total + cfg["cont_scale"] * terms["cont"]
+        free = cfg["free_nats"]
+        if cfg["kl_balance"]:  # DreamerV3: clip each step's term at the free nats, then average
+            dyn, rep = kl_dyn_rep(post, prior)  # (B, T) each
+            total = (
+                total
+                + cfg["dyn_scale"] * dyn.clamp(min=free).mean()
+                + cfg["rep_scale"] * rep.clamp(min=free).mean()
+            )
+            terms.update(kl=dyn.mean(), dyn=dyn.mean(), rep=rep.mean())
+        else:  # PlaNet / DreamerV1 code: clip the batch mean at the free nats
+            divergence = kl(post, prior).mean()
+            total = total + cfg["kl_scale"] * divergence.clamp(min=free)
+            terms["kl"] = divergence
+        terms["post_entropy"] = latent_dist(post).entropy().mean()
+        terms["prior_entropy"] = latent_dist(prior).entropy().mean()
+        metrics = {"loss": total.detach(), **{k: v.detach() for k, v in terms.items()}}
+        return total, metrics, post
+
+    def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
+        total, metrics, _ = self.loss(batch)
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, batch_size=batch["image"].shape[0])
+        return total
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int = 0) -> Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int = 0) -> Tensor:
+        return self._shared_step(batch, "val")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        fused = True if self.device.type == "cuda" else None  # fused Adam on GPU, torch's default elsewhere
+        return torch.optim.Adam(self.parameters(), lr=self.config["lr"], eps=self.config["eps"], fused=fused)
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, *args: Any, **kwargs: Any
+    ) -> None:
+        self.clip_gradients(
+            optimizer, gradient_clip_val=self.config["grad_clip"], gradient_clip_algorithm="norm"
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["model_class"] = "worldmodels.rssm.RSSM"
