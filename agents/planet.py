@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from agents.online import agent_cli
 from agents.planners import CEMPlanner, LatentEnsemble, MPPIPlanner, RandomShooting
 from worldmodels.errors import ConfigError
+from worldmodels.guards import check_finite
 from worldmodels.interface import State, last_step
 from worldmodels.rssm import RSSM
 
@@ -57,6 +58,7 @@ class PlaNetAgent(L.LightningModule):
         ensemble_scale: float = 0.0,
         value_critic: bool = False,
         aux_lr: float = 1e-3,
+        on_nonfinite: str = "stop",
     ) -> None:
         super().__init__()
         if planner not in PLANNERS:
@@ -91,8 +93,10 @@ class PlaNetAgent(L.LightningModule):
 
     # --- learning ----------------------------------------------------------------------------------------
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int = 0) -> Tensor:
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int = 0) -> Tensor | None:
         total, metrics, post = self.world_model.loss(batch)
+        if not check_finite(metrics, self.global_step, self.hparams.on_nonfinite):
+            return None  # skip this batch
         features = self.world_model.features(post).detach()  # (B, T, F)
         if self.ensemble is not None:
             metrics["ensemble"] = self.ensemble.loss(features, batch["action"])

@@ -297,3 +297,38 @@ def test_broken_videos_are_named_or_skipped(tmp_path):
     result = run_cli("info", str(tmp_path))
     one_line_error(result, str(tmp_path), "none of its 1 videos is readable")
     assert "clip.npz" in result.stderr and "5" in result.stderr and "8" in result.stderr
+
+
+def nan_at_step_2_batches():
+    episodes = moving_squares(episodes=2, length=8, size=16)
+    batch = {k: torch.from_numpy(np.stack([e[k] for e in episodes])) for k in episodes[0]}
+    batches = [{k: v.clone() for k, v in batch.items()} for _ in range(4)]
+    batches[2]["reward"][0, 3] = float("inf")
+    return torch.utils.data.DataLoader(batches, batch_size=None)
+
+
+@pytest.mark.parametrize("mode", ["stop", "skip"])
+def test_nonfinite_loss_stops_at_its_step_or_skips_the_batch(mode):
+    import lightning as L
+
+    from worldmodels.rssm import RSSM
+
+    torch.manual_seed(0)
+    model = RSSM(
+        "dreamerv1", image_size=16, action_dim=2, deter=8, stoch=4, hidden=8, cnn_depth=4, on_nonfinite=mode
+    )
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    if mode == "stop":
+        with pytest.raises(NonFiniteLossError, match="at step 2: .*reward=inf"):
+            trainer.fit(model, nan_at_step_2_batches())
+    else:
+        trainer.fit(model, nan_at_step_2_batches())
+        adam = trainer.optimizers[0].state[next(model.parameters())]
+        assert int(adam["step"]) == 3  # 4 batches, the bad one left the weights alone
+        assert all(torch.isfinite(p).all() for p in model.parameters())

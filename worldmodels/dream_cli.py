@@ -14,6 +14,8 @@ from worldmodels.dreaming import dream, frame_metrics, video_grid, write_metrics
 from worldmodels.errors import ConfigError
 
 DREAMING_MODELS = ("worldmodels.rssm.RSSM", "worldmodels.mdnrnn.MDNRNN")
+# Agents whose checkpoints dream too, with their actor (agents/dreamer.py run_dream).
+AGENT_DREAMS = ("agents.dreamer.DreamerAgent",)
 
 
 def load_actions(path: str, shape: tuple[int, int, int]) -> torch.Tensor:
@@ -31,8 +33,22 @@ def load_actions(path: str, shape: tuple[int, int, int]) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(actions))
 
 
+def saved_class(path: str | Path) -> str | None:
+    """The class name a checkpoint names, or None when it cannot be read (``load_model`` then says why)."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception:  # torch raises many types for a missing or damaged file
+        return None
+    return checkpoint.get("model_class") if isinstance(checkpoint, dict) else None
+
+
 def run_dream(args: argparse.Namespace) -> dict[str, Path]:
     """The `worldmodels dream` command. Returns the paths written."""
+    if saved_class(args.ckpt) in AGENT_DREAMS:
+        # A Dreamer agent also dreams with its actor. Imported here: worldmodels never imports agents at module level.
+        from agents.dreamer import run_dream as run_agent_dream
+
+        return run_agent_dream(args)
     model = load_model(args.ckpt, expect=DREAMING_MODELS)
     length = args.context + args.horizon
     data = SequenceDataModule(args.data, batch_size=args.sequences, length=length, size=model.image_size)

@@ -23,7 +23,8 @@ from torch import Tensor, nn
 from torch.distributions import Categorical, MixtureSameFamily, Normal
 
 from worldmodels.checkpoints import load_model
-from worldmodels.errors import CheckpointError, NonFiniteLossError
+from worldmodels.errors import CheckpointError
+from worldmodels.guards import check_finite
 from worldmodels.interface import State
 from worldmodels.vae import VAE
 
@@ -41,6 +42,7 @@ class MDNRNN(L.LightningModule):
         temperature: float = 1.0,  # tau for imagine(); World Models Doom: tau = 1.15 gave the best controller
         lr: float = 1e-3,  # rnn.py learning_rate (Adam)
         grad_clip: float = 1.0,  # rnn.py grad_clip, clipping each gradient element by value
+        on_nonfinite: str = "stop",  # a NaN/inf loss: "stop" with an error naming the term, "skip" the batch
         image_size: int = 64,  # only used to build a fresh VAE when neither vae_ckpt nor vae is given
         z_dim: int = 32,  # idem
         vae_width: float = 1.0,  # idem
@@ -60,6 +62,7 @@ class MDNRNN(L.LightningModule):
         self.feature_dim, self.action_dim, self.discrete = self.z_dim + hidden, action_dim, discrete
         self.image_size = vae.image_size
         self.temperature, self.lr, self.grad_clip = temperature, lr, grad_clip  # attributes: see vae.py
+        self.on_nonfinite = on_nonfinite
         self.lstm = nn.LSTMCell(self.z_dim + action_dim, hidden)
         # per z dimension: K mixture logits, K means, K log standard deviations (rnn.py)
         self.mdn = nn.Linear(hidden, 3 * self.z_dim * mixtures)
@@ -161,13 +164,10 @@ class MDNRNN(L.LightningModule):
         terms = {k: (v * valid).sum() for k, v in terms.items()}
         return {"loss": sum(terms.values()), **terms}
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
         terms = self.losses(batch)
-        if not torch.isfinite(terms["loss"]):
-            raise NonFiniteLossError(
-                f"MDNRNN loss is {terms['loss'].item()} ({ {k: v.item() for k, v in terms.items()} }); "
-                f"lower lr={self.lr} or grad_clip={self.grad_clip}"
-            )
+        if not check_finite(terms, self.global_step, self.on_nonfinite):
+            return None  # skip this batch
         self.log_dict({f"train/{k}": v for k, v in terms.items()}, prog_bar=True)
         return terms["loss"]
 

@@ -33,8 +33,10 @@ from einops import pack, rearrange, unpack
 from torch import Tensor, nn
 
 from encoders.conv import ConvDecoder, ConvEncoder, num_stages
+from encoders.pixels import to_float, to_uint8
 from worldmodels.distributions import BINS, TwoHotSymlog, kl, kl_dyn_rep, latent_dist, unimix
 from worldmodels.errors import CheckpointError, ConfigError
+from worldmodels.guards import check_finite
 from worldmodels.interface import State
 
 _DREAMERV3 = dict(
@@ -113,16 +115,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _to_float(images: Tensor) -> Tensor:
-    """uint8 (..., H, W, 3) -> float (..., 3, H, W) in [-0.5, 0.5] (the toolkit's pixel convention)."""
-    return rearrange(images, "... h w c -> ... c h w").float() / 255.0 - 0.5
-
-
-def _to_uint8(x: Tensor) -> Tensor:
-    """float (..., 3, H, W) in [-0.5, 0.5] -> uint8 (..., H, W, 3)."""
-    return rearrange(((x + 0.5) * 255.0).round().clamp(0, 255).to(torch.uint8), "... c h w -> ... h w c")
-
-
 def _dense(style: str, in_dim: int, out_dim: int) -> list[nn.Module]:
     """A hidden layer: Linear + ELU (PlaNet, DreamerV1) or Linear + LayerNorm + SiLU (DreamerV3)."""
     if style == "dreamerv1":
@@ -184,6 +176,7 @@ class RSSM(L.LightningModule):
         free_nats: float | None = None,
         channels_last: bool = False,
         compile: bool = False,
+        on_nonfinite: str = "stop",
     ) -> None:
         super().__init__()
         if preset not in PRESETS:
@@ -213,6 +206,9 @@ class RSSM(L.LightningModule):
         except ValueError as e:
             raise ConfigError(f"RSSM {e}") from e
         self.save_hyperparameters()
+        self.on_nonfinite = (
+            on_nonfinite  # a NaN/inf loss: "stop" with an error naming the term, "skip" the batch
+        )
         self.config = cfg
         self.image_size, self.action_dim, self.discrete = image_size, action_dim, discrete
         style, hidden_dim, self.categorical = cfg["style"], cfg["hidden"], cfg["classes"] > 0
@@ -261,7 +257,7 @@ class RSSM(L.LightningModule):
 
         ``state`` (B, ...) continues a previous call; ``is_first`` resets a sequence to ``initial``."""
         self._check(images, actions, is_first)
-        return self._filter(_to_float(images), actions, is_first, state)[0]
+        return self._filter(to_float(images), actions, is_first, state)[0]
 
     def imagine(self, state: State, action: Tensor) -> State:
         """state (B, ...), action (B, A) -> prior state (B, ...); differentiable (rsample / straight-through)."""
@@ -289,7 +285,7 @@ class RSSM(L.LightningModule):
     def decode(self, state: State) -> Tensor:
         """state (..., ...) -> decoded image means (..., H, W, 3) uint8."""
         flat, shape = pack([self.features(state)], "* f")
-        return unpack(_to_uint8(self.decoder(flat)), shape, "* h w c")[0]
+        return unpack(to_uint8(self.decoder(flat)), shape, "* h w c")[0]
 
     # --- filtering ---------------------------------------------------------------------------------------
 
@@ -358,7 +354,7 @@ class RSSM(L.LightningModule):
         with KL balancing. The KL terms are the raw means, before free nats and scales."""
         cfg, images = self.config, batch["image"]
         self._check(images, batch["action"], batch["is_first"])
-        x = _to_float(images)  # (B, T, 3, H, W)
+        x = to_float(images)  # (B, T, 3, H, W)
         post, prior = self._filter(x, batch["action"], batch["is_first"])
         features = self.features(post)  # (B, T, F)
         recon = self.decoder(rearrange(features, "b t f -> (b t) f"))
@@ -392,12 +388,14 @@ class RSSM(L.LightningModule):
         metrics = {"loss": total.detach(), **{k: v.detach() for k, v in terms.items()}}
         return total, metrics, post
 
-    def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
+    def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor | None:
         total, metrics, _ = self.loss(batch)
+        if stage == "train" and not check_finite(metrics, self.global_step, self.on_nonfinite):
+            return None  # skip this batch
         self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, batch_size=batch["image"].shape[0])
         return total
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int = 0) -> Tensor:
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int = 0) -> Tensor | None:
         return self._shared_step(batch, "train")
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int = 0) -> Tensor:

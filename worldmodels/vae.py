@@ -11,22 +11,14 @@ from typing import Any
 
 import lightning as L
 import torch
-from einops import pack, rearrange, unpack
+from einops import pack, unpack
 from torch import Tensor
 from torch.distributions import Normal, kl_divergence
 
+from encoders.pixels import to_float, to_uint8
 from encoders.vae import VAEDecoder, VAEEncoder
-from worldmodels.errors import CheckpointError, ConfigError, NonFiniteLossError
-
-
-def _to_float(images: Tensor) -> Tensor:
-    """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [-0.5, 0.5] (the toolkit's pixel convention)."""
-    return rearrange(images, "n h w c -> n c h w").float() / 255.0 - 0.5
-
-
-def _to_uint8(x: Tensor) -> Tensor:
-    """float (N, 3, H, W) in [-0.5, 0.5] -> uint8 (N, H, W, 3)."""
-    return rearrange(((x + 0.5) * 255.0).round().clamp(0, 255).to(torch.uint8), "n c h w -> n h w c")
+from worldmodels.errors import CheckpointError, ConfigError
+from worldmodels.guards import check_finite
 
 
 class VAE(L.LightningModule):
@@ -40,6 +32,7 @@ class VAE(L.LightningModule):
         lr: float = 1e-4,  # official vae.py learning_rate
         kl_tolerance: float = 0.5,  # official vae.py kl_tolerance
         grad_clip: float | None = None,  # official vae.py does not clip; a value clips each gradient element
+        on_nonfinite: str = "stop",  # a NaN/inf loss: "stop" with an error naming the term, "skip" the batch
     ) -> None:
         super().__init__()
         if image_size != 64 and (image_size < 16 or image_size % 16):
@@ -51,6 +44,7 @@ class VAE(L.LightningModule):
         # (as MDNRNN does) receives that module's hparams from Lightning.
         self.image_size, self.z_dim, self.width = image_size, z_dim, width
         self.lr, self.kl_tolerance, self.grad_clip = lr, kl_tolerance, grad_clip
+        self.on_nonfinite = on_nonfinite
         self.encoder = VAEEncoder(image_size, z_dim, width)
         self.decoder = VAEDecoder(image_size, z_dim, width)
 
@@ -66,18 +60,18 @@ class VAE(L.LightningModule):
         """images uint8 (..., H, W, 3) -> mu, logvar (..., Z)."""
         self._check(images)
         flat, shape = pack([images], "* h w c")
-        mu, logvar = self.encoder(_to_float(flat))
+        mu, logvar = self.encoder(to_float(flat))
         return unpack(mu, shape, "* z")[0], unpack(logvar, shape, "* z")[0]
 
     def decode(self, z: Tensor) -> Tensor:
         """z (..., Z) -> images uint8 (..., H, W, 3)."""
         flat, shape = pack([z], "* z")
-        return unpack(_to_uint8(self.decoder(flat)), shape, "* h w c")[0]
+        return unpack(to_uint8(self.decoder(flat)), shape, "* h w c")[0]
 
     def losses(self, images: Tensor) -> dict[str, Tensor]:
         """images uint8 (..., H, W, 3) -> scalar terms: loss, recon, kl (before the tolerance floor)."""
         self._check(images)
-        x = _to_float(pack([images], "* h w c")[0])  # (N, 3, H, W)
+        x = to_float(pack([images], "* h w c")[0])  # (N, 3, H, W)
         mu, logvar = self.encoder(x)
         posterior = Normal(mu, (0.5 * logvar).exp())
         recon = (self.decoder(posterior.rsample()) - x).square().sum((1, 2, 3)).mean()
@@ -85,13 +79,10 @@ class VAE(L.LightningModule):
         floored = kl.clamp(min=self.kl_tolerance * self.z_dim).mean()
         return {"loss": recon + floored, "recon": recon, "kl": kl.mean()}
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
         terms = self.losses(batch["image"])  # (B, T, H, W, 3): time is flattened, frames are independent
-        if not torch.isfinite(terms["loss"]):
-            raise NonFiniteLossError(
-                f"VAE loss is {terms['loss'].item()} (recon {terms['recon'].item()}, "
-                f"kl {terms['kl'].item()}); lower lr={self.lr} or set grad_clip"
-            )
+        if not check_finite(terms, self.global_step, self.on_nonfinite):
+            return None  # skip this batch
         self.log_dict({f"train/{k}": v for k, v in terms.items()}, prog_bar=True)
         return terms["loss"]
 
