@@ -3,8 +3,10 @@
 The Lightning Trainer owns the loop. ``OnlineDataModule`` owns the environments and the episode store: it
 collects ``seed_episodes`` with random actions before training, serves replay windows from the store, and
 ``collect(agent, ...)`` steps the environments with the agent's policy, writing every finished episode to the
-store (atomically), where the replay sampler picks it up. ``EnvLoop`` is the callback that calls it every
-``train_every`` training steps and logs env steps, episodes and returns.
+store (atomically), where the replay sampler picks it up. ``EnvLoop`` is the callback that calls it after
+training steps and logs env steps, episodes and returns: every ``train_every`` steps for ``collect_steps``
+vector steps or ``collect_episodes`` episodes (PlaNet), or, with ``train_ratio``, after every training step
+for as many steps as keep the train ratio (Dreamer, ``TrainRatio``).
 
 Resuming needs no extra state: episodes live on disk, and env-step counters are derived from the store.
 An agent is any LightningModule with
@@ -27,6 +29,7 @@ from torch import Tensor
 from worldmodels import envs
 from worldmodels.collect import collect as collect_random
 from worldmodels.data import SequenceDataModule
+from worldmodels.errors import ConfigError
 from worldmodels.store import EpisodeStore
 
 
@@ -34,11 +37,34 @@ class Agent(Protocol):
     def act(self, obs: Tensor, is_first: Tensor, state: Any, explore: bool) -> tuple[Tensor, Any]: ...
 
 
+class TrainRatio:
+    """The vector-env steps to collect after each training step so that replayed steps per collected policy
+    step equal ``ratio`` (DreamerV3's train ratio; policy steps count after action repeat, as in its code).
+
+    A training step replays ``batch_steps`` = batch_size * length steps and so earns batch_steps / ratio policy
+    steps; fractions carry over. With batch 16 x 64 and ratio 512, one env collects 2 steps per training step;
+    4 envs collect one vector step (4 policy steps) every second training step.
+    """
+
+    def __init__(self, ratio: float, batch_steps: int, num_envs: int = 1) -> None:
+        if ratio <= 0:
+            raise ConfigError(f"train_ratio={ratio}: use a positive number (DreamerV3 DMC: 512)")
+        self.per_train_step, self.num_envs, self.owed = batch_steps / ratio, num_envs, 0.0
+
+    def __call__(self) -> int:
+        """One more training step happened -> vector steps to collect now (often 0 when the ratio is high)."""
+        self.owed += self.per_train_step
+        steps = int(self.owed // self.num_envs)
+        self.owed -= steps * self.num_envs
+        return steps
+
+
 class OnlineDataModule(SequenceDataModule):
     """Environments + episode store + replay for an online agent.
 
     PlaNet's schedule is ``seed_episodes=5, train_every=100, collect_episodes=1`` (Hafner et al. 2019, Sec. 4);
-    Dreamer's is set by a train ratio: ``train_every=1, collect_steps = batch_size * length / train_ratio``.
+    Dreamer's is set by ``train_ratio`` (replayed steps per policy step, DreamerV3: 512 for DMC), which, when
+    given, replaces ``train_every``, ``collect_steps`` and ``collect_episodes`` (see ``TrainRatio``).
     ``max_env_steps`` stops training once the store holds that many environment steps (action repeat
     included).
     """
@@ -54,11 +80,13 @@ class OnlineDataModule(SequenceDataModule):
         train_every: int = 100,
         collect_episodes: int = 0,
         collect_steps: int = 0,
+        train_ratio: float | None = None,
         max_env_steps: int | None = None,
         batch_size: int = 50,
         length: int = 50,
         workers: int = 0,
         seed: int = 0,
+        replay_budget_mb: int = 2048,
     ) -> None:
         self.env_spec, self.num_envs = env, num_envs
         self.action_repeat = action_repeat or envs.default_action_repeat(env)
@@ -68,8 +96,14 @@ class OnlineDataModule(SequenceDataModule):
             collect_steps,
         )
         self.max_env_steps = max_env_steps
-        if collect_episodes <= 0 and collect_steps <= 0:
-            raise ValueError("set collect_episodes or collect_steps to a positive number")
+        if collect_episodes <= 0 and collect_steps <= 0 and train_ratio is None:
+            raise ConfigError(
+                f"OnlineDataModule(env={env!r}) collects nothing: set collect_episodes, collect_steps or "
+                "train_ratio to a positive number"
+            )
+        self.ratio_schedule = (
+            TrainRatio(train_ratio, batch_size * length, num_envs) if train_ratio is not None else None
+        )
         store_size = len(EpisodeStore(path)) if Path(path).is_dir() else 0
         if store_size < seed_episodes:
             collect_random(
@@ -81,8 +115,16 @@ class OnlineDataModule(SequenceDataModule):
                 seed=seed,
                 workers=min(num_envs, seed_episodes - store_size),
             )
-        super().__init__(path, batch_size=batch_size, length=length, size=size, workers=workers, seed=seed)
-        self.store = EpisodeStore(path)
+        super().__init__(
+            path,
+            batch_size=batch_size,
+            length=length,
+            size=size,
+            workers=workers,
+            seed=seed,
+            replay_budget_mb=replay_budget_mb,
+        )
+        self.store = EpisodeStore(path, cache_bytes=0)  # the writer's view: counts steps, keeps no episodes
         self._envs: Any = None
         self._rng = np.random.default_rng(seed + 1)
 
@@ -154,7 +196,9 @@ class OnlineDataModule(SequenceDataModule):
                     continue
                 buffer = self._buffers[i]
                 buffer["image"].append(self._obs[i])
-                buffer["action"].append(int(env_action[i]) if self.discrete else action[i].astype(np.float32))
+                buffer["action"].append(
+                    int(env_action[i]) if self.discrete else env_action[i].astype(np.float32)
+                )
                 buffer["reward"].append(float(reward[i]))
                 if terminated[i] or truncated[i]:
                     buffer["terminal"] = bool(terminated[i])
@@ -170,16 +214,23 @@ class OnlineDataModule(SequenceDataModule):
 
 
 class EnvLoop(L.Callback):
-    """Every ``datamodule.train_every`` training steps, act in the environments and log what happened."""
+    """After training steps, act in the environments and log what happened: every ``datamodule.train_every``
+    steps, or as ``datamodule.ratio_schedule`` asks after each step."""
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         dm: OnlineDataModule = trainer.datamodule
-        if trainer.global_step % dm.train_every:
+        if dm.ratio_schedule is not None:
+            steps, episodes = dm.ratio_schedule(), 0
+            if steps == 0:
+                return
+        elif trainer.global_step % dm.train_every:
             return
+        else:
+            steps, episodes = dm.collect_steps, dm.collect_episodes
         pl_module.train(False)
-        returns = dm.collect(pl_module, steps=dm.collect_steps, episodes=dm.collect_episodes)
+        returns = dm.collect(pl_module, steps=steps, episodes=episodes)
         pl_module.train(True)
         metrics = {"env/steps": float(dm.env_steps()), "env/episodes": float(len(dm.store))}
         if returns:
@@ -212,6 +263,7 @@ def agent_cli(agent_class: type[L.LightningModule], argv: list[str]) -> None:
             "log_every_n_steps": 10,
             "callbacks": [EnvLoop()],
             "max_steps": -1,
+            "max_epochs": -1,  # replay is an endless stream: stop by max_steps or data.max_env_steps
         },
         auto_configure_optimizers=False,
     )

@@ -332,3 +332,50 @@ def test_nonfinite_loss_stops_at_its_step_or_skips_the_batch(mode):
         adam = trainer.optimizers[0].state[next(model.parameters())]
         assert int(adam["step"]) == 3  # 4 batches, the bad one left the weights alone
         assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_planet_loop_killed_with_sigkill_loses_and_duplicates_no_episode(tmp_path):
+    episodes_dir, run = tmp_path / "episodes", tmp_path / "run"
+    args = [
+        "agent", "planet", "-c", "configs/planet_tiny.yaml", "--data.path", str(episodes_dir),
+        "--trainer.default_root_dir", str(run), "--data.seed_episodes", "2", "--data.train_every", "5",
+        "--data.batch_size", "4", "--data.length", "8", "--checkpoint_every", "5",
+        "--model.planner_options", '{"horizon": 3, "candidates": 20, "iterations": 2, "top_k": 4}',
+    ]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MUJOCO_GL="egl")
+    proc = subprocess.Popen([sys.executable, "-m", "worldmodels.cli", *args, "--trainer.max_steps", "1000"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not (run / "checkpoints" / "step20.ckpt").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "the loop ended before it could be killed"
+        time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    before = {p.name: p.read_bytes() for p in episodes_dir.glob("*.npz")}
+    assert len(EpisodeStore(episodes_dir, on_corrupt="raise")) == len(
+        before
+    )  # every visible episode is whole
+    step = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
+
+    resumed = run_cli(*args, "--trainer.max_steps", str(step + 10), "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    after = {p.name: p.read_bytes() for p in episodes_dir.glob("*.npz")}
+    assert all(after.get(name) == data for name, data in before.items())  # nothing lost or rewritten
+    assert len(after) == len(before) + 2  # seed episodes are not collected again; one per 5 steps after that
+    contents = [EpisodeStore(episodes_dir).episode(i)["image"].tobytes() for i in range(len(after))]
+    assert len(set(contents)) == len(contents)  # no episode stored twice
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == step + 10
+
+
+def test_fit_runs_with_ddp_on_two_cpu_processes(tmp_path):
+    store = EpisodeStore(tmp_path / "data", create=True)
+    for episode in moving_squares(episodes=4, length=20, size=16):
+        store.add(episode)
+    result = run_cli(
+        "fit", "-c", "configs/tiny_rssm.yaml", "--data.path", str(store.root), "--trainer.default_root_dir",
+        str(tmp_path / "run"), "--trainer.max_steps", "4", "--trainer.strategy", "ddp", "--trainer.devices", "2",
+        "--trainer.accelerator", "cpu",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in result.stderr + result.stdout
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4

@@ -35,8 +35,11 @@ class Source(Protocol):
     def refresh(self) -> Any: ...
 
 
-def open_source(path: str | Path, size: int | None = None, on_corrupt: str = "warn") -> Source:
-    """An episode store or a video folder at ``path``; ``size`` resizes videos (stores keep their size)."""
+def open_source(
+    path: str | Path, size: int | None = None, on_corrupt: str = "warn", replay_budget_mb: int = 2048
+) -> Source:
+    """An episode store or a video folder at ``path``; ``size`` resizes videos (stores keep their size).
+    ``replay_budget_mb`` bounds the memory of decoded episodes a store keeps (the rest is re-read from disk)."""
     from worldmodels.videos import VideoFolder, is_video_folder
 
     path = Path(path)
@@ -45,7 +48,7 @@ def open_source(path: str | Path, size: int | None = None, on_corrupt: str = "wa
     if is_video_folder(path):
         return VideoFolder(path, size=size or 64, on_error="skip" if on_corrupt == "warn" else "raise")
     if is_episode_store(path):
-        store = EpisodeStore(path, on_corrupt=on_corrupt)
+        store = EpisodeStore(path, on_corrupt=on_corrupt, cache_bytes=replay_budget_mb << 20)
         if len(store) == 0:
             raise StoreError(
                 f"{path}: the episode store holds no episodes; run `worldmodels collect --out {path}`"
@@ -130,9 +133,17 @@ class SequenceDataset(IterableDataset):
     so all of them see different samples."""
 
     def __init__(
-        self, paths: list[str], length: int, size: int | None, seed: int, on_corrupt: str, start_step: int = 0
+        self,
+        paths: list[str],
+        length: int,
+        size: int | None,
+        seed: int,
+        on_corrupt: str,
+        start_step: int = 0,
+        replay_budget_mb: int = 2048,
     ) -> None:
         self.paths, self.length, self.size, self.seed, self.on_corrupt = paths, length, size, seed, on_corrupt
+        self.replay_budget_mb = replay_budget_mb
         self.start_step = start_step  # a resumed run draws a fresh stream instead of replaying the first one
 
     def __iter__(self):
@@ -140,7 +151,7 @@ class SequenceDataset(IterableDataset):
         worker_id = worker.id if worker else 0
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
         seed = np.random.SeedSequence([self.seed, self.start_step, rank, worker_id])
-        sources = [open_source(p, self.size, self.on_corrupt) for p in self.paths]
+        sources = [open_source(p, self.size, self.on_corrupt, self.replay_budget_mb) for p in self.paths]
         sampler = SequenceSampler(sources, self.length, seed=seed)
         while True:
             yield sampler.sample()
@@ -162,8 +173,10 @@ class SequenceDataModule(L.LightningDataModule):
         workers: int = 0,
         seed: int = 0,
         on_corrupt: str = "warn",
+        replay_budget_mb: int = 2048,
     ) -> None:
         super().__init__()
+        self.replay_budget_mb = replay_budget_mb  # per dataloader worker: decoded episodes kept in memory
         self.paths = [str(p) for p in ([path] if isinstance(path, str | Path) else path)]
         self.batch_size, self.length, self.workers, self.seed = batch_size, length, workers, seed
         self.on_corrupt = on_corrupt
@@ -181,7 +194,9 @@ class SequenceDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         step = self.trainer.global_step if self.trainer is not None else 0  # restored before this is called
-        dataset = SequenceDataset(self.paths, self.length, self.size, self.seed, self.on_corrupt, step)
+        dataset = SequenceDataset(
+            self.paths, self.length, self.size, self.seed, self.on_corrupt, step, self.replay_budget_mb
+        )
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
