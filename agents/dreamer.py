@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import inspect
 import math
 import warnings
 from collections.abc import Iterator
@@ -78,7 +77,7 @@ from worldmodels.dreaming import frame_metrics, random_actions, video_grid, writ
 from worldmodels.errors import ConfigError
 from worldmodels.guards import NONFINITE_MODES, check_finite
 from worldmodels.interface import State, detach, flatten_time, last_step, open_loop, stack_time
-from worldmodels.rssm import PRESETS, RSSM, _mlp
+from worldmodels.rssm import PRESETS, build_rssm, mlp
 
 VERSIONS: dict[str, dict[str, Any]] = {
     # DreamerV3 (arXiv 2301.04104v1), Table W.1 unless noted
@@ -123,9 +122,6 @@ VERSIONS: dict[str, dict[str, Any]] = {
     ),
 }
 ACTOR_GRADS = ("backprop", "reinforce")
-# RSSM arguments that `model_overrides` may set (sizes, optimizer, compile); the rest come from the agent
-AGENT_SET = ("preset", "image_size", "action_dim", "discrete", "on_nonfinite")
-MODEL_KEYS = tuple(k for k in inspect.signature(RSSM).parameters if k not in AGENT_SET)
 MIN_STD, MAX_STD = 0.1, 1.0  # DreamerV3 code: actor minstd 0.1, maxstd 1.0
 V1_MEAN_SCALE, V1_INIT_STD, V1_MIN_STD = 5.0, 5.0, 1e-4  # DreamerV1 code: ActionDecoder tanh_normal
 RETURN_DECAY = 0.99  # DreamerV3 Table W.1: return normalization decay 0.99
@@ -209,9 +205,7 @@ class Actor(nn.Module):
     ) -> None:
         super().__init__()
         self.kind, self.mix, self.action_dim = kind, mix, action_dim
-        self.net = _mlp(
-            style, feature_dim, hidden, layers, action_dim if kind == "onehot" else 2 * action_dim
-        )
+        self.net = mlp(style, feature_dim, hidden, layers, action_dim if kind == "onehot" else 2 * action_dim)
 
     def forward(self, features: Tensor) -> Distribution:
         out = self.net(features).float()  # distributions in float32, also under bf16 autocast
@@ -265,21 +259,6 @@ def frozen(*modules: nn.Module) -> Iterator[None]:
     finally:
         for p in params:
             p.requires_grad_(True)
-
-
-def build_world_model(
-    preset: str, image_size: int, action_dim: int, discrete: bool, overrides: dict[str, Any] | None
-) -> RSSM:
-    """The agent's RSSM. Built here, not in ``DreamerAgent.__init__``: Lightning's ``save_hyperparameters``
-    walks up the ``__init__`` frames of enclosing LightningModules and would record the agent's arguments as
-    the RSSM's hyperparameters."""
-    overrides = dict(overrides or {})
-    unknown = sorted(set(overrides) - set(MODEL_KEYS))
-    if unknown:
-        raise ConfigError(
-            f"DreamerAgent model_overrides {unknown} are unknown; use some of {list(MODEL_KEYS)}"
-        )
-    return RSSM(preset, image_size=image_size, action_dim=action_dim, discrete=discrete, **overrides)
 
 
 # --- the agent --------------------------------------------------------------------------------------------
@@ -342,14 +321,14 @@ class DreamerAgent(L.LightningModule):
         self.exploration_noise = cfg["exploration_noise"] if exploration_noise is None else exploration_noise
         self.on_nonfinite = on_nonfinite  # a NaN/inf loss: "stop" naming the term, "skip" the update, "off"
 
-        self.world_model = build_world_model(preset, image_size, action_dim, discrete, model_overrides)
+        self.world_model = build_rssm(preset, image_size, action_dim, discrete, model_overrides)
         wm = self.world_model.config
         style, features, hidden = wm["style"], self.world_model.feature_dim, wm["hidden"]
         kind = "onehot" if discrete else cfg["continuous_actor"]
         actor_layers = cfg["actor_layers"] or wm["mlp_layers"]
         self.actor = Actor(features, action_dim, kind, hidden, actor_layers, style, cfg["discrete_unimix"])
         self.twohot = cfg["critic"] == "twohot"
-        self.critic = _mlp(
+        self.critic = mlp(
             style, features, hidden, cfg["critic_layers"] or wm["mlp_layers"], BINS if self.twohot else 1
         )
         if self.twohot:  # DreamerV3 code: critic output layer initialized to zeros (outscale 0)

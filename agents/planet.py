@@ -24,7 +24,7 @@ from agents.planners import CEMPlanner, LatentEnsemble, MPPIPlanner, RandomShoot
 from worldmodels.errors import ConfigError
 from worldmodels.guards import check_finite
 from worldmodels.interface import State, last_step
-from worldmodels.rssm import RSSM
+from worldmodels.rssm import build_rssm
 
 PLANNERS = {"cem": CEMPlanner, "mppi": MPPIPlanner, "random": RandomShooting}
 
@@ -65,9 +65,7 @@ class PlaNetAgent(L.LightningModule):
             raise ConfigError(f"planner {planner!r} is unknown; use one of {list(PLANNERS)}")
         self.save_hyperparameters()
         self.image_size, self.action_dim, self.discrete = image_size, action_dim, discrete
-        self.world_model = RSSM(
-            preset, image_size=image_size, action_dim=action_dim, discrete=discrete, **(model_overrides or {})
-        )
+        self.world_model = build_rssm(preset, image_size, action_dim, discrete, model_overrides)
         features = self.world_model.feature_dim
         self.ensemble = LatentEnsemble(features, action_dim, heads=ensemble_heads) if ensemble_heads else None
         self.critic = (

@@ -24,6 +24,7 @@ Bernoulli cross-entropy on ``1 - is_terminal`` (DreamerV1, DreamerV3; PlaNet has
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import lightning as L
@@ -122,7 +123,7 @@ def _dense(style: str, in_dim: int, out_dim: int) -> list[nn.Module]:
     return [nn.Linear(in_dim, out_dim, bias=False), nn.LayerNorm(out_dim), nn.SiLU()]
 
 
-def _mlp(style: str, in_dim: int, hidden: int, layers: int, out_dim: int) -> nn.Sequential:
+def mlp(style: str, in_dim: int, hidden: int, layers: int, out_dim: int) -> nn.Sequential:
     """(..., in_dim) -> (..., out_dim) through ``layers`` hidden layers of ``hidden`` units (``_dense``)."""
     mods: list[nn.Module] = []
     for i in range(layers):
@@ -227,12 +228,12 @@ class RSSM(L.LightningModule):
 
         self.decoder = ConvDecoder(self.feature_dim, image_size, cfg["cnn_depth"], style, channels_last)
         twohot = cfg["reward_head"] == "twohot"
-        self.reward_head = _mlp(style, self.feature_dim, hidden_dim, cfg["mlp_layers"], BINS if twohot else 1)
+        self.reward_head = mlp(style, self.feature_dim, hidden_dim, cfg["mlp_layers"], BINS if twohot else 1)
         if twohot:  # DreamerV3 code: reward output layer initialized to zeros
             nn.init.zeros_(self.reward_head[-1].weight)
             nn.init.zeros_(self.reward_head[-1].bias)
         self.cont_head = (
-            _mlp(style, self.feature_dim, hidden_dim, cfg["mlp_layers"], 1) if cfg["cont_head"] else None
+            mlp(style, self.feature_dim, hidden_dim, cfg["mlp_layers"], 1) if cfg["cont_head"] else None
         )
         self._step_fn = torch.compile(self._step) if compile else self._step
 
@@ -414,3 +415,21 @@ class RSSM(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["model_class"] = "worldmodels.rssm.RSSM"
+
+
+# RSSM arguments an agent's `model_overrides` may set (sizes, optimizer, compile); the rest come from the agent
+AGENT_KEYS = ("preset", "image_size", "action_dim", "discrete", "on_nonfinite")
+OVERRIDE_KEYS = tuple(k for k in inspect.signature(RSSM).parameters if k not in AGENT_KEYS)
+
+
+def build_rssm(
+    preset: str, image_size: int, action_dim: int, discrete: bool, overrides: dict[str, Any] | None = None
+) -> RSSM:
+    """An agent head's RSSM. Agents build it through this function, not inline in their ``__init__``:
+    Lightning's ``save_hyperparameters`` walks up the ``__init__`` frames of enclosing LightningModules and
+    would record the agent's arguments as the RSSM's hyperparameters."""
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(OVERRIDE_KEYS))
+    if unknown:
+        raise ConfigError(f"model_overrides {unknown} are unknown; use some of {list(OVERRIDE_KEYS)}")
+    return RSSM(preset, image_size=image_size, action_dim=action_dim, discrete=discrete, **overrides)
