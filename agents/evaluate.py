@@ -95,13 +95,21 @@ def evaluate(
     return returns, videos
 
 
+def trained_action_repeat(path: str | Path, spec: str) -> int | None:
+    """The action repeat an online agent was trained with on ``spec`` (from its checkpoint), else None."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    trained = checkpoint.get("OnlineDataModule") or {}
+    return trained.get("action_repeat") if trained.get("env") == spec else None
+
+
 def run_eval(args: Any) -> list[float]:
     """The `worldmodels eval` command."""
     if not torch.cuda.is_available():
         # acting on one frame at a time, extra CPU threads only spin (40x slower on a busy 2-core machine)
         torch.set_num_threads(1)
     agent = load_agent(args.ckpt)
-    returns, videos = evaluate(agent, args.env, args.episodes, args.size, args.action_repeat, args.seed)
+    action_repeat = args.action_repeat or trained_action_repeat(args.ckpt, args.env)
+    returns, videos = evaluate(agent, args.env, args.episodes, args.size, action_repeat, args.seed)
     print(f"{args.env}: return {np.mean(returns):.1f} +- {np.std(returns):.1f} over {len(returns)} episodes")
     if args.video:
         from worldmodels.dreaming import write_video

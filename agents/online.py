@@ -207,6 +207,10 @@ class OnlineDataModule(SequenceDataModule):
             done_steps += 1
         return returns
 
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in every checkpoint, so `worldmodels eval` knows the env and action repeat trained on."""
+        return {"env": self.env_spec, "action_repeat": self.action_repeat, "size": self.size}
+
     def teardown(self, stage: str) -> None:
         if self._envs is not None:
             self._envs.close()

@@ -173,7 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("dream", help="open-loop dreams next to the truth: video + per-step metrics")
-    p.add_argument("--ckpt", required=True, help="a world-model checkpoint (.ckpt)")
+    p.add_argument(
+        "--ckpt", required=True, help="a world-model (RSSM, MDN-RNN) or Dreamer checkpoint (.ckpt)"
+    )
     p.add_argument("--data", required=True, help="episode store or video folder to take sequences from")
     p.add_argument("--out", default="dream.mp4", help="video path (.mp4/.gif/.webm); metrics go beside it")
     p.add_argument("--context", type=int, default=5, help="real frames the model observes first")
@@ -190,7 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", required=True, help="environment spec (see `worldmodels envs`)")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--size", type=int, default=None, help="image size (default: the agent's)")
-    p.add_argument("--action-repeat", type=int, default=None, help="default: per task as in PlaNet")
+    p.add_argument(
+        "--action-repeat",
+        type=int,
+        default=None,
+        help="default: the one trained with, else per task as in PlaNet",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--video", default=None, help="write all episodes to this video (.mp4/.gif)")
     p.set_defaults(func=cmd_eval)
