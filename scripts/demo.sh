@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # The end-to-end demo on a built-in default (creates .venv first if needed):
-# collect random episodes of dm_control cartpole-swingup, train a small RSSM on CPU for a few minutes,
-# then write an open-loop dream video with per-step metrics.
+# collect random episodes of dm_control cartpole-swingup (32x32 pixels), train a small RSSM on CPU for a few
+# minutes, then write an open-loop dream video with per-step metrics.
 #   scripts/demo.sh [OUT_DIR]        (default: demo_out)
-# Environment overrides: DEMO_ENV (default dmc:cartpole-swingup), DEMO_EPISODES (12), DEMO_STEPS (1500).
+# Environment overrides: DEMO_ENV (default dmc:cartpole-swingup), DEMO_EPISODES (12), DEMO_STEPS (1000).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/env.sh
 out="${1:-demo_out}"
 env_spec="${DEMO_ENV:-dmc:cartpole-swingup}"
 episodes="${DEMO_EPISODES:-12}"
-steps="${DEMO_STEPS:-1500}"
+steps="${DEMO_STEPS:-1000}"
 
 if [ ! -f "$out/episodes/metadata.json" ]; then
-    worldmodels collect --env "$env_spec" --episodes "$episodes" --out "$out/episodes" --workers 2
+    worldmodels collect --env "$env_spec" --episodes "$episodes" --out "$out/episodes" --workers 2 --size 32
 fi
 worldmodels info "$out/episodes"
 worldmodels fit -c configs/demo_rssm.yaml --data.path "$out/episodes" \
