@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import io
 import multiprocessing as mp
-import os
 import pickle
-import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -49,6 +47,7 @@ from torch import Tensor, nn
 
 from worldmodels.checkpoints import MODEL_CLASSES, load_model
 from worldmodels.errors import CheckpointError, ConfigError
+from worldmodels.guards import atomic_write
 from worldmodels.interface import State, WorldModel, last_step
 
 AGENT_CLASS = "agents.controller.ControllerAgent"
@@ -124,21 +123,6 @@ class Controller:
 # ---- the agent `worldmodels eval` loads -----------------------------------------------------------------
 
 
-def _atomic_save(path: Path, write: Callable[[Any], None]) -> None:
-    """Write through a hidden temporary file in the same directory, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def read_world_model(path: str | Path) -> dict[str, Any]:
     """The checkpoint of a world model, without optimizer and loop state: what an agent embeds."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
@@ -202,7 +186,7 @@ class ControllerAgent(nn.Module):
             **extra,
         }
         path = Path(path)
-        _atomic_save(path, lambda f: torch.save(checkpoint, f))
+        atomic_write(path, lambda f: torch.save(checkpoint, f))
         return path
 
     @classmethod
@@ -473,7 +457,7 @@ def evolve(
             state["history"].append(row)
             state["generation"] = generation + 1
             state["numpy_random"] = np.random.get_state()
-            _atomic_save(path, lambda f: pickle.dump(state, f))
+            atomic_write(path, lambda f: pickle.dump(state, f))
             for key in ("best", "mean", "std", "sigma", "eval"):
                 if key in row:
                     writer.add_scalar(

@@ -10,7 +10,6 @@ An agent checkpoint names its class (``checkpoint["model_class"]``); the class e
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from worldmodels import envs
+from worldmodels.checkpoints import import_class, read_model_class
 from worldmodels.errors import CheckpointError
 
 AGENT_CLASSES = (
@@ -29,21 +29,13 @@ AGENT_CLASSES = (
 
 def load_agent(path: str | Path, device: str = "cpu") -> Any:
     """Load an agent checkpoint of any head."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as e:  # torch raises many types for a damaged file
-        raise CheckpointError(f"{path}: cannot read checkpoint ({e}); is it a complete .ckpt file?") from e
-    name = checkpoint.get("model_class") if isinstance(checkpoint, dict) else None
+    name = read_model_class(path)
     if name not in AGENT_CLASSES:
         raise CheckpointError(
             f"{path}: not an agent checkpoint (class {name!r}); `worldmodels eval` takes a checkpoint written by "
             "`worldmodels agent controller|planet|dreamer` (world-model checkpoints go to `worldmodels dream`)"
         )
-    module, cls_name = name.rsplit(".", 1)
-    cls = getattr(importlib.import_module(module), cls_name)
+    cls = import_class(name)
     if hasattr(cls, "load_from_checkpoint"):
         agent = cls.load_from_checkpoint(path, map_location=device)
     else:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worldmodels.checkpoints import load_model
+from worldmodels.checkpoints import load_model, read_model_class
 from worldmodels.data import SequenceDataModule
 from worldmodels.dreaming import dream, frame_metrics, video_grid, write_metrics, write_video
 from worldmodels.errors import ConfigError
@@ -33,18 +33,9 @@ def load_actions(path: str, shape: tuple[int, int, int]) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(actions))
 
 
-def saved_class(path: str | Path) -> str | None:
-    """The class name a checkpoint names, or None when it cannot be read (``load_model`` then says why)."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception:  # torch raises many types for a missing or damaged file
-        return None
-    return checkpoint.get("model_class") if isinstance(checkpoint, dict) else None
-
-
 def run_dream(args: argparse.Namespace) -> dict[str, Path]:
     """The `worldmodels dream` command. Returns the paths written."""
-    if saved_class(args.ckpt) in AGENT_DREAMS:
+    if read_model_class(args.ckpt) in AGENT_DREAMS:
         # A Dreamer agent also dreams with its actor. Imported here: worldmodels never imports agents at module level.
         from agents.dreamer import run_dream as run_agent_dream
 
