@@ -4,6 +4,7 @@
     python benchmarks/dreamer_update.py --sizes XS S M --what full world_model
     python benchmarks/dreamer_update.py --sizes S --variants base fused channels_last    # fast paths on/off
     python benchmarks/dreamer_update.py --device cuda --sizes S M --variants base bf16
+    python benchmarks/dreamer_update.py --sizes S --max-load 0.8 --wait 90    # on a shared machine
 
 ``--what full`` times ``DreamerAgent.training_step`` (version v3): the world-model update, the actor update
 through 15 imagined steps from every posterior state, the critic update and the slow-critic EMA, three Adam
@@ -15,20 +16,23 @@ the cost. The module is attached to a ``lightning.fabric.Fabric`` (as ``training
 fabric), which is how SheepRL drives its update (``benchmarks/sheeprl_side_by_side.py``).
 
 Each case (size x what x variant) runs in its own worker process, so that its peak resident set is its own;
-with several variants the workers take turns update by update, so that all see the same machine load. Prints
-one JSON line per case:
+with several variants the workers take turns update by update, so that all see the same machine load. On a
+shared machine ``--max-load`` makes every timed update wait (at most ``--wait`` seconds, workers idle) until the
+1-minute load average is that low: 2-thread kernels slow down several-fold when other processes take a core.
+Prints one JSON line per case:
 
     {"what": "dreamer_update" | "world_model_update", "impl": "worldmodels", "device", "size", "variant",
      "switches": {...}, "dims": {...}, "median_s", "min_s", "times_s", "load1" (1-min load average before each
      timed update), "peak_mem_mb" (CUDA: max allocated; CPU: the worker's peak resident set), "base_rss_mb"
-     (resident set after imports, before the model), "threads", "torch", "python"}
+     (resident set with torch imported, before the model's code is imported), "threads", "torch", "lightning",
+     "python"}
 
 Variants (fast paths; ``base`` is the toolkit's default):
 
     base            fp32, torch's default Adam implementation, no compile
     fused           Adam(fused=True)            foreach         Adam(foreach=True)
     channels_last   RSSM(channels_last=True)    compile         RSSM(compile=True): torch.compile of the RSSM step
-    bf16            Fabric precision bf16-mixed (autocast; meant for GPUs)
+    bf16            Fabric precision bf16-mixed (autocast: GPUs, and CPUs with AMX-BF16)
     novalidate      torch.distributions.Distribution.set_default_validate_args(False): the Categorical inside
                     OneHotCategorical checks its logits at every construction (a host sync on a GPU)
     fast            fused + channels_last + compile

@@ -16,7 +16,8 @@ one at a time (``dreamer_update.alternate``), so both see the same machine load:
 * SheepRL: its own ``sheeprl.algos.dreamer_v3.dreamer_v3.train`` (``full``: world model, actor, critic) or
   ``world_model_learning`` (``world_model``), built by its ``build_agent`` from its Hydra configs
   ``exp=dreamer_v3_dmc_walker_walk algo=dreamer_v3_{XS,S,M}`` (batch 16 x 64, 64x64 frames) with its default
-  optimizers (Adam, ``fused=True``), on a ``lightning.fabric.Fabric`` of ``--device`` and ``--precision``. The
+  optimizers (Adam, ``fused=True``), on a ``lightning.fabric.Fabric`` of ``--device`` and ``--precision``, with
+  the global settings its CLI makes (no distribution argument checks, float32 matmul precision "high"). The
   timed step includes the target-critic EMA that SheepRL's loop runs before every ``train`` call. Its batch is
   time-major float, as its replay sampler returns it (``sample_batches``: ``.float()`` before ``train``).
 
