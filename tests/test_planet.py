@@ -1,18 +1,13 @@
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from agents.evaluate import evaluate, load_agent
 from agents.planet import PlaNetAgent
+from tests.cli import run_cli
 from tests.synthetic import moving_squares
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log()`")
-ROOT = Path(__file__).parents[1]
 TINY = dict(
     deter=16, stoch=4, hidden=16, cnn_depth=4, free_nats=0.0
 )  # no free nats: the prior gets gradients
@@ -54,18 +49,6 @@ def test_training_step_updates_every_part(options):
     optimizer.step()
     unchanged = [n for (n, p), a in zip(agent.named_parameters(), before) if torch.equal(a, p)]
     assert not unchanged
-
-
-def run_cli(*args, timeout=600):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), MUJOCO_GL="egl")
-    return subprocess.run(
-        [sys.executable, "-m", "worldmodels.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def test_agent_cli_trains_checkpoints_resumes_and_evaluates(tmp_path):

@@ -1,35 +1,17 @@
 """Crash safety and clear errors: atomic checkpoints, full disks, bad inputs, NaN losses, determinism."""
 
 import errno
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from tests.cli import run_cli, start_cli
 from tests.synthetic import moving_squares
 from worldmodels.errors import NonFiniteLossError, StoreError
 from worldmodels.guards import AtomicCheckpointIO, check_finite
 from worldmodels.store import EpisodeStore, write_episode
-
-ROOT = Path(__file__).parents[1]
-
-
-def run_cli(*args, timeout=600, **kwargs):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), MUJOCO_GL="egl")
-    return subprocess.run(
-        [sys.executable, "-m", "worldmodels.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        **kwargs,
-    )
 
 
 def test_checkpoint_save_that_dies_leaves_the_previous_one(tmp_path, monkeypatch):
@@ -103,14 +85,7 @@ def test_fit_killed_with_sigkill_resumes_from_its_last_checkpoint(tmp_path):
         "--model.init_args.lr",
         "3e-3",
     ]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "worldmodels.cli", *args, "--trainer.max_steps", "1000"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_cli(*args, "--trainer.max_steps", "1000")
     deadline = time.monotonic() + 300
     while not (run / "checkpoints" / "step40.ckpt").exists():
         assert proc.poll() is None and time.monotonic() < deadline, "training ended before it could be killed"
@@ -342,9 +317,7 @@ def test_planet_loop_killed_with_sigkill_loses_and_duplicates_no_episode(tmp_pat
         "--data.batch_size", "4", "--data.length", "8", "--checkpoint_every", "5",
         "--model.planner_options", '{"horizon": 3, "candidates": 20, "iterations": 2, "top_k": 4}',
     ]  # fmt: skip
-    env = dict(os.environ, PYTHONPATH=str(ROOT), MUJOCO_GL="egl")
-    proc = subprocess.Popen([sys.executable, "-m", "worldmodels.cli", *args, "--trainer.max_steps", "1000"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = start_cli(*args, "--trainer.max_steps", "1000")
     deadline = time.monotonic() + 300
     while not (run / "checkpoints" / "step20.ckpt").exists():
         assert proc.poll() is None and time.monotonic() < deadline, "the loop ended before it could be killed"
