@@ -167,12 +167,12 @@ class ReturnScale(nn.Module):
         self.decay, self.limit = decay, limit
         self.register_buffer("low", torch.zeros(()))
         self.register_buffer("high", torch.zeros(()))
+        self.register_buffer("quantiles", torch.tensor(RETURN_PERCENTILES), persistent=False)  # on the device
 
     @torch.no_grad()
     def update(self, returns: Tensor) -> None:
         """returns (...) of one batch of imagined trajectories."""
-        quantiles = torch.tensor(RETURN_PERCENTILES, device=returns.device)
-        low, high = torch.quantile(returns.detach().float().flatten(), quantiles)
+        low, high = torch.quantile(returns.detach().float().flatten(), self.quantiles)
         self.low.lerp_(low, 1 - self.decay)
         self.high.lerp_(high, 1 - self.decay)
 
@@ -347,12 +347,14 @@ class DreamerAgent(L.LightningModule):
         out = (self.critic if critic is None else critic)(features).float()
         return TwoHotSymlog(out).mean() if self.twohot else out.squeeze(-1)
 
-    def critic_loss(self, states: State, returns: Tensor, weight: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """states (N, H+1, ...), returns (N, H), weight (N, H) -> weighted critic loss on s_0..s_{H-1}.
+    def critic_loss(
+        self, features: Tensor, returns: Tensor, weight: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """features (N, H, F) of s_0..s_{H-1}, returns (N, H), weight (N, H) -> weighted critic loss.
 
         v3: two-hot cross-entropy to the returns plus the same to the slow critic's values (DreamerV3 Sec.
         'Critic learning'); v1: squared error 0.5 (v - R)^2 (DreamerV1's unit-variance Gaussian log-likelihood)."""
-        features = self.world_model.features(states)[:, :-1].detach()  # (N, H, F)
+        features = features.detach()
         out = self.critic(features).float()
         if self.twohot:
             dist = TwoHotSymlog(out)
@@ -397,21 +399,24 @@ class DreamerAgent(L.LightningModule):
 
         "backprop": loss = -mean(w * (R / max(1, S) + eta * H[pi])), gradients through the imagined dynamics.
         "reinforce": loss = -mean(w * (log pi(a) * sg((R - v) / max(1, S)) + eta * H[pi])); imagination runs
-        without gradients, so none flow through the dynamics. The trajectory (detached states (N, H+1, ...),
-        returns (N, H), weight (N, H)) feeds ``critic_loss``."""
+        without gradients, so none flow through the dynamics. The trajectory (detached features (N, H, F) of
+        s_0..s_{H-1}, returns (N, H), weight (N, H)) feeds ``critic_loss``. The features of the imagined states
+        are computed once and shared by the critic's values, the policy and the trajectory."""
         backprop = self.actor_grad == "backprop"
         with torch.set_grad_enabled(backprop and torch.is_grad_enabled()):
             states, actions = self.imagine(start, reparameterize=backprop)
             after = {k: v[:, 1:] for k, v in states.items()}  # s_1..s_H
             reward, cont = self.world_model.reward(after).float(), self.world_model.cont(after).float()
-            value = self.value(self.world_model.features(states))  # (N, H+1)
+            features = self.world_model.features(states)  # (N, H+1, F)
+            value = self.value(features)  # (N, H+1)
             returns = lambda_return(reward, value, self.discount * cont, self.lambda_)  # (N, H)
         weight = discount_weights(first_cont.float(), cont, self.discount)[:, :-1].detach()  # (N, H)
         scale = torch.ones((), device=returns.device)
         if self.return_scale is not None:
             self.return_scale.update(returns)
             scale = self.return_scale.scale()
-        policy = self.actor(self.world_model.features(states)[:, :-1].detach())  # pi(. | s_t), t < H
+        features = features[:, :-1].detach()  # s_0..s_{H-1}
+        policy = self.actor(features)  # pi(. | s_t), t < H
         if backprop:
             objective = returns / scale
         else:
@@ -419,7 +424,7 @@ class DreamerAgent(L.LightningModule):
             objective = self.actor.log_prob(policy, actions.detach()) * advantage
         policy_entropy = entropy(policy)  # (N, H)
         loss = -(weight * (objective + self.actor_entropy * policy_entropy)).mean()
-        trajectory = {"states": detach(states), "returns": returns.detach(), "weight": weight}
+        trajectory = {"features": features, "returns": returns.detach(), "weight": weight}
         metrics = {
             "actor_loss": loss.detach(),
             "return": returns.detach().mean(),
@@ -453,11 +458,14 @@ class DreamerAgent(L.LightningModule):
         first_cont = 1.0 - rearrange(batch["is_terminal"], "b t -> (b t)").float()
         with frozen(self.world_model, self.critic):  # the actor's loss trains the actor only
             actor_loss, trajectory, actor_metrics = self.actor_loss(start, first_cont)
-        critic_loss, critic_metrics = self.critic_loss(**trajectory)
-        if check_finite({"actor": actor_loss, "critic": critic_loss}, self.global_step, self.on_nonfinite):
+        critic_metrics: dict[str, Tensor] = {}
+        if check_finite({"actor": actor_loss}, self.global_step, self.on_nonfinite):
             self._update(actor_opt, actor_loss, self.ac_grad_clip, counts_as_step=False)
-            self._update(critic_opt, critic_loss, self.ac_grad_clip, counts_as_step=False)
-            self.update_slow_critic()
+            del actor_loss  # the imagination graph is freed before the critic's is built (lower peak memory)
+            critic_loss, critic_metrics = self.critic_loss(**trajectory)
+            if check_finite({"critic": critic_loss}, self.global_step, self.on_nonfinite):
+                self._update(critic_opt, critic_loss, self.ac_grad_clip, counts_as_step=False)
+                self.update_slow_critic()
 
         logged = {f"train/{k}": v for k, v in {**metrics, **actor_metrics, **critic_metrics}.items()}
         self.log_dict(logged, batch_size=batch["image"].shape[0])

@@ -112,9 +112,9 @@ def test_critic_loss_is_two_hot_cross_entropy_to_returns_and_slow_values():
         k: torch.stack([v, v + 0.1 * torch.randn_like(v), v], 1) for k, v in states.items()
     }  # (2, 3, ...)
     returns, weight = torch.tensor([[3.0, -250.0], [0.0, 0.7]]), torch.tensor([[1.0, 0.5], [0.25, 0.0]])
-    loss, _ = agent.critic_loss(states, returns, weight)
-
     features = agent.world_model.features(states)[:, :-1]
+    loss, _ = agent.critic_loss(features, returns, weight)
+
     log_probs = agent.critic(features).log_softmax(-1)
     bins = torch.linspace(-20, 20, 255)
 
@@ -138,7 +138,7 @@ def test_critic_learns_the_returns_it_is_given():
     returns = torch.tensor([[-40.0, 2.0], [0.5, 7.0], [120.0, 0.0], [-1.0, 3.0]])
     optimizer = torch.optim.Adam(agent.critic.parameters(), lr=1e-2)
     for _ in range(400):
-        loss, _ = agent.critic_loss(states, returns, torch.ones(4, 2))
+        loss, _ = agent.critic_loss(agent.world_model.features(states)[:, :-1], returns, torch.ones(4, 2))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -188,7 +188,7 @@ def test_entropy_bonus_lowers_the_actor_loss_by_eta_times_weighted_entropy(discr
 
     base, _ = loss_and_metrics(0.0)
     bonus, out = loss_and_metrics(0.5)
-    policy = agent.actor(agent.world_model.features(out["states"])[:, :-1])
+    policy = agent.actor(out["features"])
     expected = -0.5 * (out["weight"] * policy.entropy()).mean()
     torch.testing.assert_close(bonus - base, expected)
     assert expected < 0

@@ -1,6 +1,7 @@
 """Crash safety and clear errors: atomic checkpoints, full disks, bad inputs, NaN losses, determinism."""
 
 import errno
+import pickle
 import time
 
 import numpy as np
@@ -309,13 +310,22 @@ def test_nonfinite_loss_stops_at_its_step_or_skips_the_batch(mode):
         assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
-def test_planet_loop_killed_with_sigkill_loses_and_duplicates_no_episode(tmp_path):
+AGENT_LOOPS = {
+    "planet": [
+        "agent", "planet", "-c", "configs/planet_tiny.yaml", "--data.seed_episodes", "2", "--data.train_every", "5",
+        "--data.batch_size", "4", "--data.length", "8",
+        "--model.planner_options", '{"horizon": 3, "candidates": 20, "iterations": 2, "top_k": 4}',
+    ],
+    "dreamer": ["agent", "dreamer", "-c", "configs/dreamer_tiny.yaml", "--data.length", "8"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("head", sorted(AGENT_LOOPS))
+def test_agent_loop_killed_with_sigkill_loses_and_duplicates_no_episode(tmp_path, head):
     episodes_dir, run = tmp_path / "episodes", tmp_path / "run"
     args = [
-        "agent", "planet", "-c", "configs/planet_tiny.yaml", "--data.path", str(episodes_dir),
-        "--trainer.default_root_dir", str(run), "--data.seed_episodes", "2", "--data.train_every", "5",
-        "--data.batch_size", "4", "--data.length", "8", "--checkpoint_every", "5",
-        "--model.planner_options", '{"horizon": 3, "candidates": 20, "iterations": 2, "top_k": 4}',
+        *AGENT_LOOPS[head], "--data.path", str(episodes_dir), "--trainer.default_root_dir", str(run),
+        "--checkpoint_every", "5", "--trainer.log_every_n_steps", "1",
     ]  # fmt: skip
     proc = start_cli(*args, "--trainer.max_steps", "1000")
     deadline = time.monotonic() + 300
@@ -328,16 +338,77 @@ def test_planet_loop_killed_with_sigkill_loses_and_duplicates_no_episode(tmp_pat
     assert len(EpisodeStore(episodes_dir, on_corrupt="raise")) == len(
         before
     )  # every visible episode is whole
-    step = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    step = saved["global_step"]
+    assert step >= 15 and "RNGState" in str(saved["callbacks"].keys())
 
     resumed = run_cli(*args, "--trainer.max_steps", str(step + 10), "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     after = {p.name: p.read_bytes() for p in episodes_dir.glob("*.npz")}
     assert all(after.get(name) == data for name, data in before.items())  # nothing lost or rewritten
-    assert len(after) == len(before) + 2  # seed episodes are not collected again; one per 5 steps after that
+    if head == "planet":  # seed episodes are not collected again; one per 5 steps after that
+        assert len(after) == len(before) + 2
+    else:  # 2 policy steps per training step: 20 steps, most of a 30-step episode
+        assert len(before) <= len(after) <= len(before) + 1
     contents = [EpisodeStore(episodes_dir).episode(i)["image"].tobytes() for i in range(len(after))]
     assert len(set(contents)) == len(contents)  # no episode stored twice
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == step + 10
+    final = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert final["global_step"] == step + 10
+    adam_steps = [float(o["state"][0]["step"]) for o in final["optimizer_states"]]
+    assert adam_steps == [step + 10] * len(adam_steps)  # every optimizer went on from its saved moments
+    logged = [losses(p) for p in sorted(run.glob("csv/version_*/metrics.csv"))]
+    assert len(logged) == 2 and min(logged[1]) == step  # the resumed run logs on from the saved step
+
+
+def test_controller_evolution_killed_with_sigkill_resumes_the_same_search(tmp_path):
+    from agents.controller import STATE_FILE
+    from tests.test_controller import SIZE, _mdnrnn, _save
+    from worldmodels.collect import collect
+
+    model = _save(_mdnrnn(), tmp_path / "mdnrnn.ckpt")
+    store = tmp_path / "store"
+    collect("Pendulum-v1", 2, store, size=SIZE, seed=0, max_steps=12, progress=False)
+    args = [
+        "agent", "controller", "-c", "configs/controller_carracing_dream.yaml", "--model", model,
+        "--data", str(store), "--population", "6", "--rollouts", "2", "--horizon", "5", "--context", "3",
+        "--eval_every", "1000", "--eval_rollouts", "2", "--device", "cpu", "--progress", "false",
+    ]  # fmt: skip
+
+    def generation(out):
+        try:
+            with open(out / STATE_FILE, "rb") as f:
+                return pickle.load(f)["generation"]
+        except FileNotFoundError:
+            return 0
+
+    killed = tmp_path / "killed"
+    proc = start_cli(*args, "--out", str(killed), "--generations", "100000")
+    deadline = time.monotonic() + 300
+    while generation(killed) < 3:
+        assert proc.poll() is None and time.monotonic() < deadline, (
+            "evolution ended before it could be killed"
+        )
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    with open(killed / STATE_FILE, "rb") as f:
+        saved = pickle.load(f)  # written atomically: always a whole state
+    done = saved["generation"]
+
+    target = str(done + 2)
+    resumed = run_cli(*args, "--out", str(killed), "--generations", target)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    straight = run_cli(*args, "--out", str(tmp_path / "straight"), "--generations", target)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    states = []
+    for out in (killed, tmp_path / "straight"):
+        with open(out / STATE_FILE, "rb") as f:
+            states.append(pickle.load(f))
+    strip = lambda history: [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+    assert [h["generation"] for h in states[0]["history"]] == list(range(done + 2))
+    assert strip(states[0]["history"][:done]) == strip(saved["history"])  # the killed run's past is kept
+    assert strip(states[0]["history"]) == strip(states[1]["history"])  # and it goes on as if never killed
+    np.testing.assert_array_equal(states[0]["es"].mean, states[1]["es"].mean)
 
 
 def test_fit_runs_with_ddp_on_two_cpu_processes(tmp_path):

@@ -1,22 +1,16 @@
 """Distributions of the RSSM and the Dreamer heads: symlog, two-hot bins, unimix categoricals, latent KLs.
 
 Standalone functions on tensors; the Dreamer critic reuses ``TwoHotSymlog`` and ``symlog``.
-Latent distributions are ``torch.distributions`` objects built from a state's statistics:
-``{"logits": (..., S, K)}`` for categorical latents, ``{"mean": (..., S), "std": (..., S)}`` for Gaussian ones.
+Latents are described by a state's statistics: ``{"logits": (..., S, K)}`` for categorical latents,
+``{"mean": (..., S), "std": (..., S)}`` for Gaussian ones (``torch.distributions.Normal``). Categorical
+sampling, entropy and KL are written out on the logits: none of them syncs the host with a GPU.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
-from torch.distributions import (
-    Distribution,
-    Independent,
-    Normal,
-    OneHotCategoricalStraightThrough,
-    kl_divergence,
-)
+from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 BINS = 255  # DreamerV3 Sec. 2 (reward and critic): 255 bins
 LOW, HIGH = -20.0, 20.0  # DreamerV3 code: bins linspace(-20, 20) in symlog space
@@ -34,13 +28,13 @@ def symexp(x: Tensor) -> Tensor:
 
 
 def twohot(x: Tensor, bins: Tensor) -> Tensor:
-    """x (...) -> weights (..., K) on the two bins around x (clipped to the range) whose mean is x."""
+    """x (...) -> weights (..., K) on the two neighbouring bins of x (clipped to the range) whose mean is x.
+
+    ``bins`` (K,) must be evenly spaced: the weight of bin k is max(0, 1 - |x - b_k| / spacing), which is the
+    two-hot encoding without a search or an index (so no host-device sync on a GPU)."""
     x = x.clamp(bins[0], bins[-1])
-    above = torch.searchsorted(bins, x.contiguous(), right=True).clamp(1, len(bins) - 1)  # first bin > x
-    below = above - 1
-    weight_above = (x - bins[below]) / (bins[above] - bins[below])  # (...)
-    onehot = lambda i: F.one_hot(i, len(bins)).to(x.dtype)
-    return onehot(below) * (1 - weight_above)[..., None] + onehot(above) * weight_above[..., None]
+    spacing = bins[1] - bins[0]
+    return (1 - (x[..., None] - bins).abs() / spacing).clamp(min=0)
 
 
 class TwoHotSymlog:
@@ -71,15 +65,22 @@ def unimix(logits: Tensor, mix: float = UNIMIX) -> Tensor:
     return probs.log()
 
 
-def categorical(logits: Tensor) -> Distribution:
-    """One-hot categoricals with straight-through ``rsample``; logits (..., S, K), event shape (S, K)."""
-    return Independent(OneHotCategoricalStraightThrough(logits=logits, validate_args=False), 1)
-
-
 def sample_onehot(logits: Tensor, mix: float = UNIMIX) -> Tensor:
     """logits (..., S, K) -> one-hot samples (..., S, K) of the unimix distribution; gradients pass straight
     through to the probabilities (DreamerV2 Sec. 2)."""
-    return categorical(unimix(logits, mix)).rsample()
+    return straight_through_sample(unimix(logits, mix))
+
+
+def straight_through_sample(logits: Tensor) -> Tensor:
+    """logits (..., K) -> a one-hot sample (..., K) with straight-through gradients (sample + p - sg(p)).
+
+    Gumbel-max (argmax of logits + Gumbel noise, drawn as -log of exponentials) and a comparison instead of
+    ``torch.distributions.OneHotCategorical``, whose inner ``Categorical`` checks its arguments at each
+    construction: a host-device sync per step on a GPU."""
+    probs = logits.softmax(-1)
+    index = (logits - torch.empty_like(logits).exponential_().log()).argmax(-1, keepdim=True)
+    onehot = (index == torch.arange(logits.shape[-1], device=logits.device)).to(probs.dtype)
+    return onehot + probs - probs.detach()
 
 
 def gaussian(mean: Tensor, std: Tensor) -> Distribution:
@@ -87,24 +88,32 @@ def gaussian(mean: Tensor, std: Tensor) -> Distribution:
     return Independent(Normal(mean, std, validate_args=False), 1)
 
 
-def latent_dist(stats: dict[str, Tensor]) -> Distribution:
-    """The latent distribution of a state: from ``logits`` (categorical) or ``mean`` and ``std`` (Gaussian).
-
-    Categorical logits are used as stored (the RSSM stores them after unimix)."""
+def latent_sample(stats: dict[str, Tensor]) -> Tensor:
+    """A differentiable sample of a state's latent: one-hot (..., S, K) from ``logits`` (straight-through;
+    the RSSM stores logits after unimix) or (..., S) from ``mean`` and ``std`` (reparameterized)."""
     if "logits" in stats:
-        return categorical(stats["logits"])
-    return gaussian(stats["mean"], stats["std"])
+        return straight_through_sample(stats["logits"])
+    return gaussian(stats["mean"], stats["std"]).rsample()
+
+
+def latent_entropy(stats: dict[str, Tensor]) -> Tensor:
+    """Entropy of a state's latent, summed over its S variables (...)."""
+    if "logits" in stats:
+        log_probs = stats["logits"].log_softmax(-1)
+        return -(log_probs.exp() * log_probs).sum((-2, -1))
+    return gaussian(stats["mean"], stats["std"]).entropy()
 
 
 def kl(post: dict[str, Tensor], prior: dict[str, Tensor]) -> Tensor:
     """KL[post || prior] summed over the latent (...), for PlaNet / DreamerV1's plain KL loss."""
-    return kl_divergence(latent_dist(post), latent_dist(prior))
+    if "logits" in post:
+        log_p, log_q = post["logits"].log_softmax(-1), prior["logits"].log_softmax(-1)
+        return (log_p.exp() * (log_p - log_q)).sum((-2, -1))
+    return kl_divergence(gaussian(post["mean"], post["std"]), gaussian(prior["mean"], prior["std"]))
 
 
 def kl_dyn_rep(post: dict[str, Tensor], prior: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
     """DreamerV3 Sec. 2 KL balancing terms, each (...), both equal in value to KL[post || prior]:
     dyn = KL[sg(post) || prior] trains the prior, rep = KL[post || sg(prior)] trains the posterior."""
     sg = lambda stats: {k: v.detach() for k, v in stats.items()}
-    dyn = kl_divergence(latent_dist(sg(post)), latent_dist(prior))
-    rep = kl_divergence(latent_dist(post), latent_dist(sg(prior)))
-    return dyn, rep
+    return kl(sg(post), prior), kl(post, sg(prior))

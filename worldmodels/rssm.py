@@ -35,10 +35,18 @@ from torch import Tensor, nn
 
 from encoders.conv import ConvDecoder, ConvEncoder, num_stages
 from encoders.pixels import to_float, to_uint8
-from worldmodels.distributions import BINS, TwoHotSymlog, kl, kl_dyn_rep, latent_dist, unimix
+from worldmodels.distributions import (
+    BINS,
+    TwoHotSymlog,
+    kl,
+    kl_dyn_rep,
+    latent_entropy,
+    latent_sample,
+    unimix,
+)
 from worldmodels.errors import CheckpointError, ConfigError
 from worldmodels.guards import check_finite
-from worldmodels.interface import State
+from worldmodels.interface import State, stack_time
 
 _DREAMERV3 = dict(
     style="dreamerv3",  # LayerNorm + SiLU everywhere, LayerNorm GRU
@@ -262,9 +270,7 @@ class RSSM(L.LightningModule):
 
     def imagine(self, state: State, action: Tensor) -> State:
         """state (B, ...), action (B, A) -> prior state (B, ...); differentiable (rsample / straight-through)."""
-        deter = self.cell(self.img_in(torch.cat([self._flat(state["stoch"]), action], -1)), state["deter"])
-        stats = self._stats(self.img_stats(self.img_out(deter)))
-        return {"deter": deter, "stoch": latent_dist(stats).rsample(), **stats}
+        return self._prior(self._deter(state, action))
 
     def features(self, state: State) -> Tensor:
         """state (..., ...) -> (..., feature_dim) = [deter, flatten(stoch)]."""
@@ -301,33 +307,51 @@ class RSSM(L.LightningModule):
         mean, std = x.chunk(2, -1)
         return {"mean": mean, "std": F.softplus(std) + self.config["min_std"]}
 
+    def _deter(self, state: State, action: Tensor) -> Tensor:
+        """state (B, ...), action (B, A) -> the next deterministic state h (B, D) = GRU(h, [z, a])."""
+        return self.cell(self.img_in(torch.cat([self._flat(state["stoch"]), action], -1)), state["deter"])
+
+    def _prior(self, deter: Tensor) -> State:
+        """deter (..., D) -> prior state (..., ...): the prior's statistics from h and a sample of z."""
+        stats = self._stats(self.img_stats(self.img_out(deter)))
+        return {"deter": deter, "stoch": latent_sample(stats), **stats}
+
     def _step(
-        self, state: State, action: Tensor, embed: Tensor, is_first: Tensor, init: State
-    ) -> tuple[State, State]:
-        """One filtering step. state (B, ...), action (B, A), embed (B, E), is_first (B,) -> (post, prior)."""
+        self, state: State, action: Tensor, obs_in: Tensor, is_first: Tensor, init: State, w_deter: Tensor
+    ) -> State:
+        """One filtering step -> posterior (B, ...). state (B, ...); action (B, A), already zero where is_first;
+        obs_in (B, hidden) the observation's share of the posterior layer's first Linear (bias included);
+        is_first (B,); w_deter (hidden, D) the deter columns of that Linear's weight."""
         state = {k: _reset(state[k], init[k], is_first) for k in ("deter", "stoch")}
-        action = action * (~is_first).to(action.dtype)[:, None]
-        prior = self.imagine(state, action)
-        stats = self._stats(self.obs_stats(self.obs_out(torch.cat([prior["deter"], embed], -1))))
-        post = {"deter": prior["deter"], "stoch": latent_dist(stats).rsample(), **stats}
-        return post, prior
+        deter = self._deter(state, action)
+        hidden = self.obs_out[1:](obs_in + deter @ w_deter.T)  # obs_out(cat([deter, embed])), split in two
+        stats = self._stats(self.obs_stats(hidden))
+        return {"deter": deter, "stoch": latent_sample(stats), **stats}
 
     def _filter(
         self, x: Tensor, actions: Tensor, is_first: Tensor, state: State | None = None
     ) -> tuple[State, State]:
-        """x (B, T, 3, H, W) float, actions (B, T, A), is_first (B, T) -> posteriors, priors (B, T, ...)."""
+        """x (B, T, 3, H, W) float, actions (B, T, A), is_first (B, T) -> posteriors, priors (B, T, ...).
+
+        Only the recurrence runs step by step. The work that does not depend on the previous step is done for
+        the whole sequence at once: the encoder, the embedding's share of the posterior layer, the action
+        reset at episode starts, and the priors (whose deter is the posterior's)."""
         batch, length = is_first.shape
         embed = rearrange(self.encoder(rearrange(x, "b t c h w -> (b t) c h w")), "(b t) e -> b t e", b=batch)
-        actions, is_first = actions.to(embed.dtype), is_first.bool()
+        is_first = is_first.bool()
+        actions = actions.to(embed.dtype) * (~is_first).to(embed.dtype)[..., None]  # no action into a reset
+        first = self.obs_out[0]  # Linear(deter + embed -> hidden)
+        deter_dim = self.config["deter"]
+        obs_in = F.linear(embed, first.weight[:, deter_dim:], first.bias)  # (B, T, hidden)
+        w_deter = first.weight[:, :deter_dim]
         init = self.initial(batch)
         state = init if state is None else state
-        posts, priors = [], []
+        posts = []
         for t in range(length):
-            state, prior = self._step_fn(state, actions[:, t], embed[:, t], is_first[:, t], init)
+            state = self._step_fn(state, actions[:, t], obs_in[:, t], is_first[:, t], init, w_deter)
             posts.append(state)
-            priors.append(prior)
-        stack = lambda steps: {k: torch.stack([s[k] for s in steps], 1) for k in steps[0]}
-        return stack(posts), stack(priors)
+        post = stack_time(posts)
+        return post, self._prior(post["deter"])
 
     def _check(self, images: Tensor, actions: Tensor, is_first: Tensor) -> None:
         size, dim = self.image_size, self.action_dim
@@ -384,8 +408,8 @@ class RSSM(L.LightningModule):
             divergence = kl(post, prior).mean()
             total = total + cfg["kl_scale"] * divergence.clamp(min=free)
             terms["kl"] = divergence
-        terms["post_entropy"] = latent_dist(post).entropy().mean()
-        terms["prior_entropy"] = latent_dist(prior).entropy().mean()
+        terms["post_entropy"] = latent_entropy(post).mean()
+        terms["prior_entropy"] = latent_entropy(prior).mean()
         metrics = {"loss": total.detach(), **{k: v.detach() for k, v in terms.items()}}
         return total, metrics, post
 
