@@ -394,12 +394,15 @@ def evolve(
     resume: bool = True,
     on_best: Callable[[np.ndarray, float, int], None] | None = None,
     progress: bool = True,
+    task: str = "",
 ) -> dict[str, Any]:
     """Maximize mean return with CMA-ES; ``fitness(params (P, n), seeds (R,)) -> returns (P, R)``.
 
     Returns the evolution state: es, generation (next to run), history (one dict per generation), best
     ({"params", "score", "generation"} of the best-scoring mean). ``on_best(params, score, generation)`` is
-    called whenever the best changes."""
+    called whenever the best changes. ``task`` names what the fitness measures (env, episode length, ...):
+    resuming with another task (a curriculum, e.g. longer episodes) keeps the search distribution but forgets
+    the best score, which was measured on the old task and is not comparable."""
     import cma
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
@@ -420,11 +423,18 @@ def evolve(
                 f"not {num_params} and {population}: use another out directory or --resume false"
             )
         np.random.set_state(state["numpy_random"])  # pycma samples from NumPy's global generator
+        if state.get("task") != task and state["best"] is not None:
+            print(
+                f"{path}: the fitness changed from {state.get('task')!r} to {task!r}; the search goes on, the "
+                f"best score so far ({state['best']['score']:.2f}) is forgotten"
+            )
+            state["best"] = None
+        state["task"] = task
     else:
         # pycma treats seed 0 as "seed from the clock", hence + 1
         options = {"popsize": population, "seed": seed + 1, "verbose": -9, "verb_log": 0, "verb_disp": 0}
         es = cma.CMAEvolutionStrategy(np.zeros(num_params), sigma, options)  # World Models: x0 = 0
-        state = {"es": es, "generation": 0, "history": [], "best": None}
+        state = {"es": es, "generation": 0, "history": [], "best": None, "task": task}
         state.update(num_params=num_params, population=population)
     es = state["es"]
     writer = SummaryWriter(str(out / "tensorboard"), purge_step=state["generation"])
@@ -518,6 +528,14 @@ def parse_config(argv: list[str]) -> ControllerConfig:
     return ControllerConfig(**{f.name: namespace[f.name] for f in fields(ControllerConfig)})
 
 
+def _fitness_task(cfg: ControllerConfig) -> str:
+    """What a fitness value measures: the options that change returns (a resume with others resets the best)."""
+    keys = ("fitness", "env", "size", "action_repeat", "max_steps")
+    if cfg.fitness == "dream":
+        keys = ("fitness", "data", "horizon", "context", "temperature", "done")
+    return " ".join(f"{k}={getattr(cfg, k)}" for k in keys)
+
+
 def train(cfg: ControllerConfig) -> dict[str, Any]:
     """Evolve a controller on ``cfg.model``; writes ``cfg.out/controller.ckpt``. Returns the evolution state."""
     if cfg.fitness == "real" and not cfg.env:
@@ -574,6 +592,7 @@ def train(cfg: ControllerConfig) -> dict[str, Any]:
             resume=cfg.resume,
             on_best=save_best,
             progress=cfg.progress,
+            task=_fitness_task(cfg),
         )
     finally:
         fitness.close()

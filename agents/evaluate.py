@@ -74,7 +74,7 @@ def evaluate(
         obs, _ = env.reset(seed=seed + episode)
         state, is_first, frames, total, done = None, True, [obs], 0.0, False
         while not done:
-            obs_batch = torch.from_numpy(np.ascontiguousarray(obs)[None])
+            obs_batch = torch.from_numpy(np.array(obs)[None])  # a writable copy (gym may return read-only)
             action, state = agent.act(obs_batch, torch.tensor([is_first]), state, explore)
             action = action[0].float().cpu().numpy()
             obs, reward, terminated, truncated, _ = env.step(int(action.argmax()) if discrete else action)

@@ -240,6 +240,21 @@ def test_resume_after_interrupt_continues_with_identical_es_state(tmp_path: Path
         evolve(fitness, n + 1, tmp_path / "resumed", **kwargs)
 
 
+def test_resume_with_another_task_keeps_the_search_and_forgets_the_best(tmp_path: Path) -> None:
+    """A curriculum (e.g. short episodes, then full ones): scores of the old task are not comparable."""
+    kwargs = dict(population=6, rollouts=2, eval_every=1, eval_rollouts=2, seed=3, progress=False)
+    fitness, n = _toy_fitness()
+    short = evolve(fitness, n, tmp_path, generations=2, task="max_steps=200", **kwargs)
+    assert short["best"]["generation"] in (0, 1)
+    easier = lambda params, seeds: fitness(params, seeds) - 100.0  # the new task scores lower
+    full = evolve(easier, n, tmp_path, generations=3, task="max_steps=None", **kwargs)
+    assert [h["generation"] for h in full["history"]] == [0, 1, 2]  # the search went on
+    assert full["best"]["generation"] == 2 and full["best"]["score"] < -50  # best of the new task only
+    assert full["task"] == "max_steps=None"
+    same = evolve(easier, n, tmp_path, generations=3, task="max_steps=None", **kwargs)
+    assert same["best"]["score"] == full["best"]["score"]  # the same task keeps its best
+
+
 # ---- the real environment ----
 
 
