@@ -378,19 +378,20 @@ class DreamerAgent(L.LightningModule):
 
     # --- actor -------------------------------------------------------------------------------------------
 
-    def imagine(self, start: State, reparameterize: bool) -> tuple[State, Tensor]:
-        """start (N, ...) -> states (N, H+1, ...) (start first), actions (N, H, A) with a_t ~ actor(s_t).
+    def imagine(self, start: State, reparameterize: bool) -> tuple[Tensor, Tensor]:
+        """start (N, ...) -> features (N, H+1, F) of s_0..s_H (start first), actions (N, H, A), a_t ~ actor(s_t).
 
         The actor reads detached features (DreamerV1/V3 code); ``reparameterize`` draws ``rsample`` so that
-        gradients flow from later states back into the actor through ``world_model.imagine``."""
-        states, actions, state = [start], [], start
+        gradients flow from later states back into the actor through ``world_model.imagine``. Only the features
+        are kept: the rest of each state (its latent's statistics) is dropped as soon as the next step is made."""
+        features, actions, state = [self.world_model.features(start)], [], start
         for _ in range(self.horizon):
-            policy = self.actor(self.world_model.features(state).detach())
+            policy = self.actor(features[-1].detach())
             action = policy.rsample() if reparameterize else policy.sample()
             state = self.world_model.imagine(state, action.to(state["deter"].dtype))
-            states.append(state)
+            features.append(self.world_model.features(state))
             actions.append(action)
-        return stack_time(states), torch.stack(actions, 1)
+        return torch.stack(features, 1), torch.stack(actions, 1)
 
     def actor_loss(
         self, start: State, first_cont: Tensor
@@ -401,13 +402,13 @@ class DreamerAgent(L.LightningModule):
         "reinforce": loss = -mean(w * (log pi(a) * sg((R - v) / max(1, S)) + eta * H[pi])); imagination runs
         without gradients, so none flow through the dynamics. The trajectory (detached features (N, H, F) of
         s_0..s_{H-1}, returns (N, H), weight (N, H)) feeds ``critic_loss``. The features of the imagined states
-        are computed once and shared by the critic's values, the policy and the trajectory."""
+        are computed once and shared by the reward, continue and critic heads, the policy and the trajectory."""
         backprop = self.actor_grad == "backprop"
         with torch.set_grad_enabled(backprop and torch.is_grad_enabled()):
-            states, actions = self.imagine(start, reparameterize=backprop)
-            after = {k: v[:, 1:] for k, v in states.items()}  # s_1..s_H
-            reward, cont = self.world_model.reward(after).float(), self.world_model.cont(after).float()
-            features = self.world_model.features(states)  # (N, H+1, F)
+            features, actions = self.imagine(start, reparameterize=backprop)  # (N, H+1, F), (N, H, A)
+            after = features[:, 1:]  # s_1..s_H
+            reward = self.world_model.reward_from_features(after).float()
+            cont = self.world_model.cont_from_features(after).float()
             value = self.value(features)  # (N, H+1)
             returns = lambda_return(reward, value, self.discount * cont, self.lambda_)  # (N, H)
         weight = discount_weights(first_cont.float(), cont, self.discount)[:, :-1].detach()  # (N, H)

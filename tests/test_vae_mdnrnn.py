@@ -159,6 +159,20 @@ def test_temperature_controls_spread() -> None:
     assert warm.std(0).mean() > 20 * cold["z"].std(0).mean()
 
 
+def test_imagine_samples_z_from_the_mixture_at_its_temperature() -> None:
+    """imagine's own sampler (component by inverse CDF, then Gaussian) draws from mixture(h, tau)."""
+    model = _mdnrnn(mixtures=5)
+    torch.manual_seed(0)
+    state = {"z": torch.zeros(1, Z), "h": 2 * torch.randn(1, 32), "c": torch.randn(1, 32)}
+    state = {k: v.expand(20000, -1) for k, v in state.items()}
+    model.temperature = 1.15
+    z = model.imagine(state, torch.zeros(20000, 2))["z"]  # (20000, Z)
+    reference = model.mixture(model.lstm(torch.zeros(1, Z + 2), (state["h"][:1], state["c"][:1]))[0], 1.15)
+    expected = reference.sample((20000,))[:, 0]  # torch's MixtureSameFamily sampler
+    torch.testing.assert_close(z.mean(0), expected.mean(0), atol=0.05, rtol=0)
+    torch.testing.assert_close(z.std(0), expected.std(0), atol=0.05, rtol=0.05)
+
+
 def test_shared_interface_shapes() -> None:
     model = _mdnrnn()
     assert isinstance(model, WorldModel)

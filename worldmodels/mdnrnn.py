@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.distributions import Categorical, MixtureSameFamily, Normal
 
 from worldmodels.checkpoints import load_model
+from worldmodels.distributions import onehot_sample
 from worldmodels.errors import CheckpointError
 from worldmodels.guards import check_finite
 from worldmodels.interface import State
@@ -87,7 +88,11 @@ class MDNRNN(L.LightningModule):
     def imagine(self, state: State, action: Tensor) -> State:
         """state (B, ...), action (B, A) -> next state (B, ...), z sampled at ``self.temperature``."""
         h, c = self.lstm(torch.cat([state["z"], self._actions(action)], -1), (state["h"], state["c"]))
-        z = self.mixture(h, self.temperature).sample()
+        mixture = self.mixture(h, self.temperature)
+        pick = onehot_sample(mixture.mixture_distribution.logits)  # (B, Z, K): one component per z dimension
+        normal = mixture.component_distribution
+        # (B, Z): the picked component's Gaussian; MixtureSameFamily.sample would draw with torch.multinomial
+        z = ((normal.loc + normal.scale * torch.randn_like(normal.loc)) * pick).sum(-1)
         return {"z": z, "h": h, "c": c}
 
     def features(self, state: State) -> Tensor:

@@ -278,12 +278,19 @@ class RSSM(L.LightningModule):
 
     def reward(self, state: State) -> Tensor:
         """state (..., ...) -> predicted reward (...)."""
-        out = self.reward_head(self.features(state))
-        return TwoHotSymlog(out).mean() if self.config["reward_head"] == "twohot" else out.squeeze(-1)
+        return self.reward_from_features(self.features(state))
 
     def cont(self, state: State) -> Tensor:
         """state (..., ...) -> P(the episode continues) (...); ones without a continue head (PlaNet)."""
-        features = self.features(state)
+        return self.cont_from_features(self.features(state))
+
+    def reward_from_features(self, features: Tensor) -> Tensor:
+        """features (..., F) -> predicted reward (...): ``reward`` for a caller that already holds features."""
+        out = self.reward_head(features)
+        return TwoHotSymlog(out).mean() if self.config["reward_head"] == "twohot" else out.squeeze(-1)
+
+    def cont_from_features(self, features: Tensor) -> Tensor:
+        """features (..., F) -> P(the episode continues) (...), as ``cont``."""
         if self.cont_head is None:
             return torch.ones(features.shape[:-1], device=features.device, dtype=features.dtype)
         return torch.sigmoid(self.cont_head(features).squeeze(-1))
