@@ -204,36 +204,52 @@ class ControllerAgent(nn.Module):
 
 
 @torch.no_grad()
-def rollout(agent: ControllerAgent, env: Any, seed: int, max_steps: int | None = None) -> float:
-    """One episode of ``agent`` in ``env`` from ``reset(seed=seed)``; returns its return."""
+def rollout(
+    agent: ControllerAgent,
+    env: Any,
+    seed: int,
+    max_steps: int | None = None,
+    patience: int | None = None,
+) -> float:
+    """One episode of ``agent`` in ``env`` from ``reset(seed=seed)``; returns its return.
+
+    ``max_steps`` cuts the episode after that many agent steps. ``patience`` ends it once that many agent
+    steps in a row brought no positive reward (a fitness-time saver for sparse-progress tasks such as
+    CarRacing, where a car off the track earns nothing more); the return counts the steps played."""
     torch.manual_seed(seed)  # models that sample their posterior (RSSM) filter the same way on every run
     obs, _ = env.reset(seed=seed)
-    state, is_first, total, steps = None, True, 0.0, 0
+    state, is_first, total, steps, idle = None, True, 0.0, 0, 0
     while True:
         action, state = agent.act(torch.tensor(obs[None]), torch.tensor([is_first]), state)
         action = action[0].cpu().numpy()
         obs, reward, terminated, truncated, _ = env.step(int(action.argmax()) if agent.discrete else action)
         total, steps, is_first = total + float(reward), steps + 1, False
+        idle = 0 if reward > 0 else idle + 1
         if terminated or truncated or (max_steps is not None and steps >= max_steps):
+            return total
+        if patience is not None and idle >= patience:
             return total
 
 
 _worker: dict[str, Any] = {}
 
 
-def _init_worker(model_path: str, env_args: tuple, hidden: int, max_steps: int | None) -> None:
+def _init_worker(
+    model_path: str, env_args: tuple, hidden: int, max_steps: int | None, patience: int | None
+) -> None:
     from worldmodels import envs
 
     torch.set_num_threads(1)  # one process per core
     model = load_model(model_path)
     controller = Controller(model.feature_dim, model.action_dim, model.discrete, hidden)
-    _worker.update(model=model, controller=controller, env=envs.make(*env_args), max_steps=max_steps)
+    env = envs.make(*env_args)
+    _worker.update(model=model, controller=controller, env=env, max_steps=max_steps, patience=patience)
 
 
 def _worker_rollout(task: tuple[np.ndarray, int]) -> float:
     params, seed = task
     agent = ControllerAgent(_worker["model"], _worker["controller"], torch.from_numpy(params))
-    return rollout(agent, _worker["env"], seed, _worker["max_steps"])
+    return rollout(agent, _worker["env"], seed, _worker["max_steps"], _worker["patience"])
 
 
 class RealFitness:
@@ -251,6 +267,7 @@ class RealFitness:
         action_repeat: int | None = None,
         max_steps: int | None = None,
         workers: int = 1,
+        patience: int | None = None,
     ) -> None:
         from agents.evaluate import check_compatible
         from worldmodels import envs
@@ -263,12 +280,14 @@ class RealFitness:
         self.pool = None
         if workers > 1:
             env.close()
-            init = (model_path, self.env_args, hidden, max_steps)
+            init = (model_path, self.env_args, hidden, max_steps, patience)
             self.pool = ProcessPoolExecutor(
                 workers, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=init
             )
         else:
-            _worker.update(model=model, controller=controller, env=env, max_steps=max_steps)
+            _worker.update(
+                model=model, controller=controller, env=env, max_steps=max_steps, patience=patience
+            )
 
     def __call__(self, params: np.ndarray, seeds: np.ndarray) -> np.ndarray:
         tasks = [(p.astype(np.float32), int(s)) for p in params for s in seeds]
@@ -506,6 +525,7 @@ class ControllerConfig:
     size: int | None = None  # real fitness: image size (default: the model's)
     action_repeat: int | None = None  # real fitness: default per env (see worldmodels/envs.py)
     max_steps: int | None = None  # real fitness: cut episodes after this many agent steps
+    patience: int | None = None  # real fitness: end an episode after this many steps without positive reward
     horizon: int = 1000  # dream fitness: imagined steps per rollout
     context: int = 5  # dream fitness: real frames observed before dreaming
     temperature: float | None = None  # dream fitness: the model's sampling temperature tau (None: keep)
@@ -530,7 +550,7 @@ def parse_config(argv: list[str]) -> ControllerConfig:
 
 def _fitness_task(cfg: ControllerConfig) -> str:
     """What a fitness value measures: the options that change returns (a resume with others resets the best)."""
-    keys = ("fitness", "env", "size", "action_repeat", "max_steps")
+    keys = ("fitness", "env", "size", "action_repeat", "max_steps", "patience")
     if cfg.fitness == "dream":
         keys = ("fitness", "data", "horizon", "context", "temperature", "done")
     return " ".join(f"{k}={getattr(cfg, k)}" for k in keys)
@@ -540,6 +560,8 @@ def train(cfg: ControllerConfig) -> dict[str, Any]:
     """Evolve a controller on ``cfg.model``; writes ``cfg.out/controller.ckpt``. Returns the evolution state."""
     if cfg.fitness == "real" and not cfg.env:
         raise ConfigError("fitness: real needs env (e.g. --env CarRacing-v3)")
+    if cfg.patience is not None and cfg.patience < 1:
+        raise ConfigError(f"patience={cfg.patience}: give a number of agent steps >= 1, or null for none")
     if cfg.fitness == "dream" and not cfg.data:
         raise ConfigError("fitness: dream needs data, the episode store whose frames start the dreams")
     device = cfg.device if cfg.fitness == "dream" else "cpu"
@@ -555,7 +577,14 @@ def train(cfg: ControllerConfig) -> dict[str, Any]:
     controller = Controller(model.feature_dim, model.action_dim, model.discrete, cfg.hidden)
     if cfg.fitness == "real":
         fitness: Any = RealFitness(
-            cfg.model, cfg.env, cfg.hidden, cfg.size, cfg.action_repeat, cfg.max_steps, cfg.workers
+            cfg.model,
+            cfg.env,
+            cfg.hidden,
+            cfg.size,
+            cfg.action_repeat,
+            cfg.max_steps,
+            cfg.workers,
+            cfg.patience,
         )
     else:
         fitness = DreamFitness(model, controller, cfg.data, cfg.horizon, cfg.context, cfg.done, device)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+import gymnasium as gym
 import lightning as L
 import numpy as np
 import pytest
@@ -272,6 +273,39 @@ def test_real_fitness_in_two_spawn_workers_matches_one_process(checkpoints: dict
     assert got.shape == (3, 2) and np.all(got < 0)  # Pendulum rewards are negative
     np.testing.assert_allclose(got, expected, rtol=1e-5)
     assert len(np.unique(got.round(3))) > 1
+
+
+class ScriptedRewards(gym.Env):
+    """16 px frames, a 1-dim action, and rewards read from a list (then -0.1 each step) for 100 steps."""
+
+    observation_space = gym.spaces.Box(0, 255, (SIZE, SIZE, 3), np.uint8)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def __init__(self, rewards: list[float]) -> None:
+        self.rewards, self.steps = rewards, 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.steps = 0
+        return np.zeros(self.observation_space.shape, np.uint8), {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        reward = self.rewards[self.steps] if self.steps < len(self.rewards) else -0.1
+        self.steps += 1
+        return np.zeros(self.observation_space.shape, np.uint8), reward, False, self.steps >= 100, {}
+
+
+def test_patience_ends_an_episode_after_steps_without_progress(checkpoints: dict[str, str]) -> None:
+    model = MDNRNN.load_from_checkpoint(checkpoints["mdnrnn"]).eval()
+    controller = Controller(model.feature_dim, model.action_dim, model.discrete)
+    agent = ControllerAgent(model, controller, torch.zeros(controller.num_params))
+    env = ScriptedRewards([1.0, 1.0, -0.1, -0.1, -0.1, -0.1, 1.0])
+    # steps 0-1 and 6 pay; idle steps 2-5 (4 of them) do not reach patience 5; 7-11 do: 12 steps played
+    assert rollout(agent, env, seed=0, patience=5) == pytest.approx(3.0 - 0.1 * 9)
+    assert rollout(agent, env, seed=0) == pytest.approx(3.0 - 0.1 * 97)  # without it: all 100 steps
+    assert rollout(agent, env, seed=0, patience=5, max_steps=4) == pytest.approx(2.0 - 0.1 * 2)
+    with pytest.raises(ConfigError, match="patience"):
+        main(["--model", checkpoints["mdnrnn"], "--env", "Pendulum-v1", "--patience", "0"])
 
 
 def _recipe(tmp_path: Path, text: str) -> str:

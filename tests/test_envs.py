@@ -187,3 +187,36 @@ def test_space_json_round_trip(space, dim, discrete):
     restored = envs.space_from_json(json.loads(json.dumps(envs.space_to_json(space))))
     assert restored == space and restored.dtype == space.dtype
     assert envs.action_dim(space) == dim and envs.is_discrete(space) == discrete
+
+
+def test_brownian_policy_wanders_inside_the_box_and_repeats_with_its_seed(tmp_path):
+    from worldmodels.collect import BROWNIAN_DT, collect
+    from worldmodels.store import EpisodeStore
+
+    collect(
+        "Pendulum-v1", 2, tmp_path / "b", size=16, seed=3, max_steps=60, policy="brownian", progress=False
+    )
+    collect("Pendulum-v1", 1, tmp_path / "u", size=16, seed=3, max_steps=60, progress=False)
+    collect(
+        "Pendulum-v1", 1, tmp_path / "again", size=16, seed=3, max_steps=60, policy="brownian", progress=False
+    )
+    brownian, uniform = EpisodeStore(tmp_path / "b"), EpisodeStore(tmp_path / "u")
+    actions = brownian.episode(0)["action"][1:]  # step 0 holds the zero action before the first frame
+    assert actions.shape == (60, 1) and np.abs(actions).max() <= 1.0
+    steps = np.diff(actions[:, 0])
+    inside = np.abs(actions[1:, 0]) < 1.0  # steps that the box did not clip
+    assert np.std(steps[inside]) == pytest.approx(np.sqrt(BROWNIAN_DT), rel=0.35)
+    assert np.abs(np.diff(uniform.episode(0)["action"][1:, 0])).mean() > 3 * np.abs(steps).mean()
+    again = EpisodeStore(tmp_path / "again").episode(0)["action"]
+    np.testing.assert_array_equal(again, brownian.episode(0)["action"])  # the same seed, the same walk
+    assert not np.array_equal(brownian.episode(1)["action"], brownian.episode(0)["action"])
+
+
+def test_brownian_policy_needs_continuous_actions(tmp_path):
+    from worldmodels.collect import collect
+
+    with pytest.raises(ConfigError, match="Box"):
+        collect("CartPole-v1", 1, tmp_path / "c", size=16, policy="brownian", progress=False)
+    with pytest.raises(ConfigError, match="uniform, brownian"):
+        collect("Pendulum-v1", 1, tmp_path / "p", size=16, policy="gaussian", progress=False)
+    assert not (tmp_path / "c").exists() or not list((tmp_path / "c").glob("*.npz"))

@@ -43,6 +43,7 @@ def cmd_collect(args: argparse.Namespace) -> None:
         seed=args.seed,
         workers=args.workers,
         max_steps=args.max_steps,
+        policy=args.policy,
     )
     print(
         f"added {len(returns)} episodes to {args.out} (mean return {np.mean(returns):.2f}); "
@@ -165,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="parallel environment processes")
     p.add_argument("--max-steps", type=int, default=None, help="cut episodes after this many steps")
+    p.add_argument(
+        "--policy",
+        default="uniform",
+        choices=("uniform", "brownian"),
+        help="random policy: uniform (action_space.sample) or brownian (continuous actions that wander)",
+    )
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("info", help="summarize an episode store or a video folder")

@@ -1,4 +1,10 @@
-"""Collect episodes with a random policy into an episode store, in parallel worker processes."""
+"""Collect episodes with a random policy into an episode store, in parallel worker processes.
+
+Two random policies: ``uniform`` draws every action from the action space (``action_space.sample()``);
+``brownian`` lets continuous actions wander, ``a_{t+1} = clip(a_t + sqrt(dt) * N(0, I))`` from a uniform
+first action, with dt = 1/50 as in ctallec/world-models (data/generation_script.py, ``--policy brown``).
+Uniform actions make CarRacing's car jitter on its start straight; wandering ones drive it into bends and
+onto the grass, the frames a controller later meets."""
 
 from __future__ import annotations
 
@@ -11,7 +17,38 @@ import numpy as np
 from tqdm import tqdm
 
 from worldmodels import envs
+from worldmodels.errors import ConfigError
 from worldmodels.store import Episode, EpisodeStore, write_episode
+
+POLICIES = ("uniform", "brownian")
+BROWNIAN_DT = 1 / 50  # ctallec/world-models data/generation_script.py: sample_continuous_policy(..., 1. / 50)
+
+
+class BrownianActions:
+    """A random walk in a Box action space: ``policy(obs) -> action``, seeded, clipped to the box."""
+
+    def __init__(self, space: gym.spaces.Box, seed: int | None = None, dt: float = BROWNIAN_DT) -> None:
+        self.low, self.high, self.scale = space.low, space.high, np.sqrt(dt)
+        self.rng = np.random.default_rng(seed)
+        self.action = self.rng.uniform(self.low, self.high).astype(space.dtype)
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        action = self.action
+        step = self.scale * self.rng.standard_normal(action.shape)
+        self.action = np.clip(action + step, self.low, self.high).astype(action.dtype)
+        return action
+
+
+def random_policy(name: str, space: gym.Space, seed: int | None) -> Any:
+    """The random policy ``name`` (POLICIES) for one episode: None (uniform, run_episode samples the space)
+    or a callable ``policy(obs) -> action``."""
+    if name not in POLICIES:
+        raise ConfigError(f"random policy {name!r}: use one of {', '.join(POLICIES)}")
+    if name == "uniform":
+        return None
+    if not isinstance(space, gym.spaces.Box):
+        raise ConfigError(f"the brownian policy needs continuous (Box) actions, not {space}; use uniform")
+    return BrownianActions(space, seed)
 
 
 def run_episode(
@@ -53,14 +90,17 @@ _worker_env: gym.Env | None = None
 _worker_args: dict[str, Any] = {}
 
 
-def _init_worker(spec: str, size: int, action_repeat: int, out: str, max_steps: int | None) -> None:
+def _init_worker(
+    spec: str, size: int, action_repeat: int, out: str, max_steps: int | None, policy: str
+) -> None:
     global _worker_env, _worker_args
     _worker_env = envs.make(spec, size=size, action_repeat=action_repeat)
-    _worker_args = dict(out=out, max_steps=max_steps)
+    _worker_args = dict(out=out, max_steps=max_steps, policy=policy)
 
 
 def _collect_one(seed: int) -> tuple[int, float]:
-    episode = run_episode(_worker_env, seed=seed, max_steps=_worker_args["max_steps"])
+    policy = random_policy(_worker_args["policy"], _worker_env.action_space, seed)
+    episode = run_episode(_worker_env, policy, seed=seed, max_steps=_worker_args["max_steps"])
     write_episode(_worker_args["out"], episode)
     return len(episode["reward"]), float(episode["reward"].sum())
 
@@ -75,12 +115,16 @@ def collect(
     workers: int = 1,
     max_steps: int | None = None,
     progress: bool = True,
+    policy: str = "uniform",
 ) -> list[float]:
     """Add ``episodes`` random-policy episodes of ``spec`` to the store at ``out``; returns their returns.
+
+    ``policy`` is ``uniform`` or ``brownian`` (see the module docstring).
 
     Re-running adds episodes: seeds continue after the episodes already stored, so none is repeated."""
     action_repeat = action_repeat or envs.default_action_repeat(spec)
     env = envs.make(spec, size=size, action_repeat=action_repeat)
+    random_policy(policy, env.action_space, seed)  # an unknown or unsuitable policy fails before any episode
     metadata = dict(
         env=spec,
         size=size,
@@ -95,7 +139,9 @@ def collect(
     bar = tqdm(total=episodes, desc=f"collect {spec}", unit="ep", disable=not progress)
     if workers <= 1:
         for s in seeds:
-            episode = run_episode(env, seed=s, max_steps=max_steps)
+            episode = run_episode(
+                env, random_policy(policy, env.action_space, s), seed=s, max_steps=max_steps
+            )
             store.add(episode)
             returns.append(float(episode["reward"].sum()))
             bar.update()
@@ -103,7 +149,7 @@ def collect(
     else:
         env.close()
         # Rendering processes must start workers with spawn: fork hangs once MuJoCo/EGL is initialised.
-        init = (spec, size, action_repeat, str(out), max_steps)
+        init = (spec, size, action_repeat, str(out), max_steps, policy)
         with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=init) as pool:
             for steps, ret in pool.imap_unordered(_collect_one, seeds):
                 returns.append(ret)
