@@ -124,7 +124,13 @@ def collect(
     Re-running adds episodes: seeds continue after the episodes already stored, so none is repeated."""
     action_repeat = action_repeat or envs.default_action_repeat(spec)
     env = envs.make(spec, size=size, action_repeat=action_repeat)
-    random_policy(policy, env.action_space, seed)  # an unknown or unsuitable policy fails before any episode
+    try:
+        random_policy(
+            policy, env.action_space, seed
+        )  # an unknown or unsuitable policy fails before any episode
+    except ConfigError:
+        env.close()
+        raise
     metadata = dict(
         env=spec,
         size=size,
