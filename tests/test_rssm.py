@@ -67,6 +67,26 @@ def test_twohot_log_prob_maximizer_has_the_target_as_mean():
     assert torch.all(dist.log_prob(targets) > dist.log_prob(targets + 1.0))
 
 
+def test_twohot_reward_keeps_its_precision_under_bf16_autocast():
+    torch.manual_seed(0)
+    model = RSSM(preset="dreamerv3-S", image_size=16, action_dim=1, deter=8, stoch=4, classes=4, hidden=8,
+                 mlp_layers=1, cnn_depth=4)  # fmt: skip
+    bins, last = TwoHotSymlog(torch.zeros(255)).bins, model.reward_head[-1]
+    features = torch.randn(1, model.feature_dim)
+    for target in (17.3, -5.2, 0.37, 250.0):
+        t = torch.tensor([target])
+        with torch.no_grad():  # the head's output is the log of the two-hot encoding of the target
+            last.weight.zero_()
+            last.bias.copy_(twohot(symlog(t), bins)[0].clamp(min=1e-8).log())
+        exact_loss = -TwoHotSymlog(model.reward_head(features)).log_prob(t)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            predicted = model.reward_from_features(features)
+            loss = -TwoHotSymlog(model.reward_head(features)).log_prob(t)
+        assert predicted.dtype == torch.float32
+        assert predicted.item() == pytest.approx(target, rel=2e-3, abs=1e-3)
+        assert loss.item() == pytest.approx(exact_loss.item(), rel=0.02, abs=0.01)
+
+
 def test_unimix_floors_probabilities_and_samples_pass_gradients():
     logits = torch.tensor([[1e4, -1e4, 0.0, -50.0]])
     probs = unimix(logits, 0.01).exp()

@@ -392,7 +392,7 @@ class RSSM(L.LightningModule):
         recon = self.decoder(rearrange(features, "b t f -> (b t) f"))
         error = (recon - rearrange(x, "b t c h w -> (b t) c h w")).square()  # (B*T, 3, H, W)
         terms = {"image": cfg["sq_scale"] * error.sum((1, 2, 3)).mean()}
-        reward_out, reward = self.reward_head(features), batch["reward"].to(features.dtype)
+        reward_out, reward = self.reward_head(features), batch["reward"].float()  # float32 under bf16 too
         if cfg["reward_head"] == "twohot":
             terms["reward"] = -TwoHotSymlog(reward_out).log_prob(reward).mean()
         else:
