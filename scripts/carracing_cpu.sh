@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# World Models on CarRacing-v3, cut down to run on 2 CPU cores in about an hour (docs/controller.md,
+# World Models on CarRacing-v3, cut down to run on 2 CPU cores in about 75 minutes (docs/controller.md,
 # "The short CPU recipe"): Brownian random rollouts -> V (VAE) -> M (MDN-RNN) -> C (linear, CMA-ES in the
 # real environment) -> evaluation on full 1000-step episodes.
 #   scripts/carracing_cpu.sh [OUT_DIR]     (default: runs/carracing_cpu)
