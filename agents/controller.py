@@ -29,7 +29,6 @@ continues from it (``--resume false`` starts over). TensorBoard logs go to ``out
 
 from __future__ import annotations
 
-import io
 import multiprocessing as mp
 import pickle
 import time
@@ -45,10 +44,10 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-from worldmodels.checkpoints import MODEL_CLASSES, load_model
+from worldmodels.checkpoints import WORLD_MODEL_CLASSES, load_model, model_from_checkpoint_dict
 from worldmodels.errors import CheckpointError, ConfigError
 from worldmodels.guards import atomic_write
-from worldmodels.interface import State, WorldModel, last_step
+from worldmodels.interface import Carry, State, WorldModel, last_step, observe_step
 
 AGENT_CLASS = "agents.controller.ControllerAgent"
 STATE_FILE, AGENT_FILE = "evolution.pkl", "controller.ckpt"
@@ -130,24 +129,6 @@ def read_world_model(path: str | Path) -> dict[str, Any]:
     return {k: v for k, v in checkpoint.items() if k not in drop}
 
 
-def build_world_model(checkpoint: dict[str, Any], device: str = "cpu") -> WorldModel:
-    """Rebuild a world model from a checkpoint dict (``read_world_model``), as ``load_model`` would."""
-    import importlib
-
-    name = checkpoint.get("model_class")
-    if name not in MODEL_CLASSES:
-        raise CheckpointError(
-            f"embedded world model of class {name!r}; expected one of {list(MODEL_CLASSES)}"
-        )
-    buffer = io.BytesIO()
-    torch.save(checkpoint, buffer)
-    buffer.seek(0)
-    module, cls = name.rsplit(".", 1)
-    return (
-        getattr(importlib.import_module(module), cls).load_from_checkpoint(buffer, map_location=device).eval()
-    )
-
-
 class ControllerAgent(nn.Module):
     """A world model filtering real frames + one controller; acts like every agent in agents/evaluate.py."""
 
@@ -159,22 +140,16 @@ class ControllerAgent(nn.Module):
 
     @torch.no_grad()
     def act(
-        self, obs: Tensor, is_first: Tensor, state: dict[str, Any] | None = None, explore: bool = False
-    ) -> tuple[Tensor, dict[str, Any]]:
+        self, obs: Tensor, is_first: Tensor, state: Carry | None = None, explore: bool = False
+    ) -> tuple[Tensor, Carry]:
         """obs (N, H, W, 3) uint8, is_first (N,) bool -> action (N, A), state.
 
         The state carries the model's posterior and the last action (the one that led to the next frame)."""
         device = self.params.device
-        obs, is_first = obs.to(device), is_first.to(device).bool()
-        if state is None:
-            state = {"model": None, "action": torch.zeros(obs.shape[0], self.action_dim, device=device)}
-        previous = state["action"] * (~is_first)[:, None]
-        posterior = last_step(
-            self.model.observe(obs[:, None], previous[:, None], is_first[:, None], state["model"])
-        )
+        posterior = observe_step(self.model, obs.to(device), is_first.to(device), state)
         features = self.model.features(posterior)[None]  # (1, N, F)
         action = self.controller.act(self.params, features, sample=explore)[0]  # (N, A)
-        return action, {"model": posterior, "action": action}
+        return action, (posterior, action)
 
     def save(self, path: str | Path, world_model: dict[str, Any], **extra: Any) -> Path:
         """Write an agent checkpoint that embeds ``world_model`` (``read_world_model``): it works alone."""
@@ -196,7 +171,7 @@ class ControllerAgent(nn.Module):
             raise CheckpointError(
                 f"{path}: not a controller checkpoint (class {checkpoint.get('model_class')!r})"
             )
-        model = build_world_model(checkpoint["world_model"], device)
+        model = model_from_checkpoint_dict(checkpoint["world_model"], device)
         return cls(model, Controller(**checkpoint["controller"]), checkpoint["params"]).to(device).eval()
 
 
@@ -565,9 +540,7 @@ def train(cfg: ControllerConfig) -> dict[str, Any]:
     if cfg.fitness == "dream" and not cfg.data:
         raise ConfigError("fitness: dream needs data, the episode store whose frames start the dreams")
     device = cfg.device if cfg.fitness == "dream" else "cpu"
-    model = load_model(
-        cfg.model, expect=("worldmodels.mdnrnn.MDNRNN", "worldmodels.rssm.RSSM"), device=device
-    )
+    model = load_model(cfg.model, expect=WORLD_MODEL_CLASSES, device=device)
     if cfg.temperature is not None:
         if not hasattr(model, "temperature"):
             raise ConfigError(
@@ -627,8 +600,3 @@ def train(cfg: ControllerConfig) -> dict[str, Any]:
         fitness.close()
     print(f"{out / AGENT_FILE}: {_state_summary(state)}; try `worldmodels eval --ckpt {out / AGENT_FILE}`")
     return state
-
-
-def main(argv: list[str]) -> None:
-    """`worldmodels agent controller -c RECIPE.yaml [--key value ...]`."""
-    train(parse_config(argv))

@@ -2,21 +2,27 @@
 
     worldmodels agent dreamer -c configs/dreamer_walker.yaml
     worldmodels agent dreamer -c configs/dreamer_walker.yaml --ckpt_path last      # resume the whole run
+    worldmodels agent dreamer -c configs/dreamer_walker.yaml --world_model.ckpt runs/rssm/checkpoints/last.ckpt
+    worldmodels agent dreamer -c configs/dreamer_walker.yaml --world_model.ckpt M.ckpt --offline true
     worldmodels eval --ckpt runs/dreamer_walker/checkpoints/last.ckpt --env dmc:walker-walk --action-repeat 2
     worldmodels dream --ckpt runs/dreamer_walker/checkpoints/last.ckpt --data runs/dreamer_walker/episodes \
         --out dream.mp4                   # truth | dream with the recorded actions | dream with the actor
 
 Each training step makes three updates, each with its own Adam optimizer:
 
-1. the world model (an RSSM) on a replay window (B, T): ``world_model.loss(batch)``;
+1. the world model (any ``WorldModel``: an RSSM, the VAE + MDN-RNN pair) on a replay window (B, T):
+   ``world_model.loss(batch)`` with the model's own optimizer and clipping; with ``train_world_model: false``
+   the model stays frozen and only filters the window (``observe``);
 2. the actor: from every posterior state of the window (``flatten_time``, detached: B*T starts) the actor
    imagines ``horizon`` steps with ``world_model.imagine``; the world model's ``reward`` and ``cont`` and the
    critic score them with lambda-returns (``lambda_return``), each step weighted by the predicted chance that
    the episode is still running (``discount_weights``);
 3. the critic: regresses the lambda-returns on the (detached) imagined states.
 
-The agent reaches the world model only through ``loss``, ``observe``, ``imagine``, ``features``, ``reward``,
-``cont`` and ``decode`` (worldmodels/interface.py).
+The agent reaches the world model only through worldmodels/interface.py (``loss``, ``observe``, ``imagine``,
+``features``, ``reward_from_features``, ``cont_from_features``, ``configure_optimizers``, ``grad_clip``).
+Offline (``--offline true``), the replay is a store or a video folder with sidecar actions and rewards, and
+no environment is stepped; ``worldmodels eval`` then measures the policy in the real environment.
 
 Versions (``version``):
 
@@ -43,22 +49,16 @@ worldmodels/__init__.py).
 
 from __future__ import annotations
 
-import argparse
 import copy
 import math
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-import lightning as L
-import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from lightning.pytorch.core.optimizer import LightningOptimizer
-from matplotlib.figure import Figure
 from torch import Tensor, nn
 from torch.distributions import (
     Distribution,
@@ -69,20 +69,21 @@ from torch.distributions import (
     TransformedDistribution,
 )
 
-from agents.online import agent_cli
-from worldmodels.data import SequenceDataModule
+from agents.head import WorldModelHead, exploration_noise, lambda_return
+from encoders.mlp import mlp
 from worldmodels.distributions import BINS, TwoHotSymlog, unimix
-from worldmodels.dream_cli import load_actions
-from worldmodels.dreaming import frame_metrics, random_actions, video_grid, write_metrics, write_video
 from worldmodels.errors import ConfigError
 from worldmodels.guards import NONFINITE_MODES, check_finite
-from worldmodels.interface import State, detach, flatten_time, last_step, open_loop, stack_time
-from worldmodels.rssm import PRESETS, build_rssm, mlp
+from worldmodels.interface import Carry, State, detach, flatten_time
 
 VERSIONS: dict[str, dict[str, Any]] = {
     # DreamerV3 (arXiv 2301.04104v1), Table W.1 unless noted
     "v3": dict(
-        preset="dreamerv3-S",  # DreamerV3 code (Jan 2023) dmc_vision: deter 512, cnn depth 32, 2 x 512 MLPs
+        preset="dreamerv3-S",  # the default world model; DreamerV3 code (Jan 2023) dmc_vision: size S
+        style="dreamerv3",  # actor and critic MLPs: LayerNorm + SiLU
+        hidden=512,  # Table B.1 size S: MLPs of 512 units
+        actor_layers=2,  # Table B.1 size S: 2 MLP layers
+        critic_layers=2,
         discount=0.997,  # Table W.1: discount horizon 333, gamma = 1 - 1/333
         actor_grad_continuous="backprop",  # DreamerV3 code (Jan 2023): actor_grad_cont: backprop
         actor_grad_discrete="reinforce",  # DreamerV3 code (Jan 2023): actor_grad_disc: reinforce
@@ -97,12 +98,12 @@ VERSIONS: dict[str, dict[str, Any]] = {
         slow_critic_scale=1.0,  # Table W.1: critic EMA regularizer 1
         return_scale=True,  # Sec. 'Actor learning': returns / max(1, S)
         exploration_noise=0.0,  # the stochastic actor explores by itself
-        actor_layers=None,  # None: the preset's mlp_layers and hidden units (Table B.1)
-        critic_layers=None,
     ),
     # DreamerV1 (arXiv 1912.01603), App. A unless noted
     "v1": dict(
-        preset="dreamerv1",
+        preset="dreamerv1",  # the default world model
+        style="dreamerv1",  # actor and value MLPs: ELU
+        hidden=300,  # App. A, as the dreamerv1 preset: dense layers of 300 units
         discount=0.99,  # App. A: discount 0.99
         actor_grad_continuous="backprop",  # Sec. 4: analytic gradients through the learned dynamics
         actor_grad_discrete="backprop",  # DreamerV1 code: straight-through one-hot samples
@@ -127,25 +128,9 @@ V1_MEAN_SCALE, V1_INIT_STD, V1_MIN_STD = 5.0, 5.0, 1e-4  # DreamerV1 code: Actio
 RETURN_DECAY = 0.99  # DreamerV3 Table W.1: return normalization decay 0.99
 RETURN_LIMIT = 1.0  # DreamerV3 Table W.1: return normalization limit 1, divide by max(1, S)
 RETURN_PERCENTILES = (0.05, 0.95)  # DreamerV3 Sec. 'Actor learning': 5th to 95th percentile
-GRID_PAD = 2  # pixels between the cells of `worldmodels dream` videos
 
 
 # --- returns ----------------------------------------------------------------------------------------------
-
-
-def lambda_return(reward: Tensor, value: Tensor, discount: Tensor, lambda_: float) -> Tensor:
-    """reward (N, H), value (N, H+1), discount (N, H) -> lambda-returns R (N, H).
-
-    Step t goes from s_t to s_{t+1}: reward[:, t] and discount[:, t] (= gamma * cont(s_{t+1})) belong to it,
-    value[:, t] = v(s_t) (DreamerV3 Sec. 'Critic learning', DreamerV1 Sec. 4 V_lambda):
-
-        R_t = reward_t + discount_t * ((1 - lambda) * v(s_{t+1}) + lambda * R_{t+1}),    R_H = v(s_H)
-    """
-    returns, last = [], value[:, -1]
-    for t in reversed(range(reward.shape[1])):
-        last = reward[:, t] + discount[:, t] * ((1 - lambda_) * value[:, t + 1] + lambda_ * last)
-        returns.append(last)
-    return torch.stack(returns[::-1], 1)
 
 
 def discount_weights(first_cont: Tensor, cont: Tensor, discount: float) -> Tensor:
@@ -264,24 +249,24 @@ def frozen(*modules: nn.Module) -> Iterator[None]:
 # --- the agent --------------------------------------------------------------------------------------------
 
 
-class DreamerAgent(L.LightningModule):
-    """World model + actor + critic, trained online (``agents/online.py``) or on any episode store.
+class DreamerAgent(WorldModelHead):
+    """World model + actor + critic, trained online (``agents/online.py``), or offline on a store.
 
-    ``version`` "v3" | "v1" picks the paper's settings (``VERSIONS``); every argument left at None takes the
-    version's value. ``preset`` names an RSSM preset (``worldmodels.rssm.PRESETS``) and ``model_overrides``
-    its sizes (e.g. ``{deter: 32, hidden: 32}``); the actor and critic MLPs take the preset's hidden units and
-    layers. ``actor_grad`` "backprop" | "reinforce" overrides the version's estimator. ``action_dim``,
-    ``discrete`` and ``image_size`` come from the data.
+    ``world_model``: any ``WorldModel`` object or spec (agents/head.py); default a fresh RSSM of the version's
+    preset. ``version`` "v3" | "v1" picks the paper's settings (``VERSIONS``); every argument left at None
+    takes the version's value, and the saved hyperparameters hold the values in force. ``actor_grad``
+    "backprop" | "reinforce" overrides the version's estimator. ``action_dim``, ``discrete`` and
+    ``image_size`` come from the data (None: the world model's).
     """
 
     def __init__(
         self,
+        world_model: dict[str, Any] | None = None,  # or a WorldModel object (agents/head.py)
+        train_world_model: bool = True,
         version: str = "v3",
-        preset: str | None = None,
-        image_size: int = 64,
-        action_dim: int = 1,
-        discrete: bool = False,
-        model_overrides: dict[str, Any] | None = None,
+        image_size: int | None = None,
+        action_dim: int | None = None,
+        discrete: bool | None = None,
         horizon: int = 15,  # DreamerV3 Table W.1, DreamerV1 App. A: imagination horizon 15
         discount: float | None = None,
         lambda_: float = 0.95,  # DreamerV3 Table W.1, DreamerV1 App. A: lambda 0.95
@@ -290,47 +275,60 @@ class DreamerAgent(L.LightningModule):
         actor_lr: float | None = None,
         critic_lr: float | None = None,
         exploration_noise: float | None = None,
+        hidden: int | None = None,
+        actor_layers: int | None = None,
+        critic_layers: int | None = None,
         on_nonfinite: str = "stop",
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()  # first: Lightning reads the arguments from this frame's locals
+        self.save_hyperparameters(ignore=["world_model"])  # first: Lightning reads this frame's arguments
         if version not in VERSIONS:
             raise ConfigError(f"DreamerAgent version {version!r} is unknown; use one of {list(VERSIONS)}")
         cfg = VERSIONS[version]
-        preset = cfg["preset"] if preset is None else preset
-        actor_grad = actor_grad or cfg["actor_grad_discrete" if discrete else "actor_grad_continuous"]
-        self.discount = cfg["discount"] if discount is None else discount
-        if preset not in PRESETS or actor_grad not in ACTOR_GRADS or on_nonfinite not in NONFINITE_MODES:
+        default = {"class_path": "worldmodels.rssm.RSSM", "init_args": {"preset": cfg["preset"]}}
+        self.attach(world_model, default, train_world_model, action_dim, discrete, image_size)
+        given = dict(
+            discount=discount,
+            actor_entropy=actor_entropy,
+            actor_lr=actor_lr,
+            critic_lr=critic_lr,
+            exploration_noise=exploration_noise,
+            hidden=hidden,
+            actor_layers=actor_layers,
+            critic_layers=critic_layers,
+        )
+        resolved = dict(cfg, **{k: v for k, v in given.items() if v is not None})
+        resolved["actor_lr"] = resolved.pop("actor_lr", cfg["lr"])
+        resolved["critic_lr"] = resolved.pop("critic_lr", cfg["lr"])
+        actor_grad = actor_grad or cfg["actor_grad_discrete" if self.discrete else "actor_grad_continuous"]
+        self.hparams.update({k: resolved[k] for k in given}, actor_grad=actor_grad)  # the values in force
+        self.discount = resolved["discount"]
+        if actor_grad not in ACTOR_GRADS or on_nonfinite not in NONFINITE_MODES:
             raise ConfigError(
-                f"DreamerAgent preset={preset!r}, actor_grad={actor_grad!r}, on_nonfinite={on_nonfinite!r}: use a "
-                f"preset of {list(PRESETS)}, an actor_grad of {ACTOR_GRADS} and on_nonfinite of {NONFINITE_MODES}"
+                f"DreamerAgent actor_grad={actor_grad!r}, on_nonfinite={on_nonfinite!r}: use an actor_grad of "
+                f"{ACTOR_GRADS} and on_nonfinite of {NONFINITE_MODES}"
             )
-        if action_dim < 1 or horizon < 1 or not 0 < self.discount <= 1 or not 0 <= lambda_ <= 1:
+        if self.action_dim < 1 or horizon < 1 or not 0 < self.discount <= 1 or not 0 <= lambda_ <= 1:
             raise ConfigError(
-                f"DreamerAgent action_dim={action_dim}, horizon={horizon}, discount={self.discount}, "
+                f"DreamerAgent action_dim={self.action_dim}, horizon={horizon}, discount={self.discount}, "
                 f"lambda_={lambda_}: an agent needs actions (action_dim >= 1), horizon >= 1, 0 < discount <= 1 "
                 "and 0 <= lambda_ <= 1"
             )
-        self.automatic_optimization = False  # three optimizers, stepped in training_step
+        self.automatic_optimization = False  # up to three optimizers, stepped in training_step
         self.version, self.actor_grad, self.horizon, self.lambda_ = version, actor_grad, horizon, lambda_
-        self.image_size, self.action_dim, self.discrete = image_size, action_dim, discrete
-        self.actor_entropy = cfg["actor_entropy"] if actor_entropy is None else actor_entropy
-        self.actor_lr = cfg["lr"] if actor_lr is None else actor_lr
-        self.critic_lr = cfg["lr"] if critic_lr is None else critic_lr
+        self.actor_entropy = resolved["actor_entropy"]
+        self.actor_lr, self.critic_lr = resolved["actor_lr"], resolved["critic_lr"]
         self.ac_eps, self.ac_grad_clip = cfg["eps"], cfg["grad_clip"]
-        self.exploration_noise = cfg["exploration_noise"] if exploration_noise is None else exploration_noise
+        self.exploration_noise = resolved["exploration_noise"]
         self.on_nonfinite = on_nonfinite  # a NaN/inf loss: "stop" naming the term, "skip" the update, "off"
 
-        self.world_model = build_rssm(preset, image_size, action_dim, discrete, model_overrides)
-        wm = self.world_model.config
-        style, features, hidden = wm["style"], self.world_model.feature_dim, wm["hidden"]
-        kind = "onehot" if discrete else cfg["continuous_actor"]
-        actor_layers = cfg["actor_layers"] or wm["mlp_layers"]
-        self.actor = Actor(features, action_dim, kind, hidden, actor_layers, style, cfg["discrete_unimix"])
-        self.twohot = cfg["critic"] == "twohot"
-        self.critic = mlp(
-            style, features, hidden, cfg["critic_layers"] or wm["mlp_layers"], BINS if self.twohot else 1
+        style, features, width = cfg["style"], self.world_model.feature_dim, resolved["hidden"]
+        kind = "onehot" if self.discrete else cfg["continuous_actor"]
+        self.actor = Actor(
+            features, self.action_dim, kind, width, resolved["actor_layers"], style, cfg["discrete_unimix"]
         )
+        self.twohot = cfg["critic"] == "twohot"
+        self.critic = mlp(style, features, width, resolved["critic_layers"], BINS if self.twohot else 1)
         if self.twohot:  # DreamerV3 code: critic output layer initialized to zeros (outscale 0)
             nn.init.zeros_(self.critic[-1].weight)
             nn.init.zeros_(self.critic[-1].bias)
@@ -388,7 +386,7 @@ class DreamerAgent(L.LightningModule):
         for _ in range(self.horizon):
             policy = self.actor(features[-1].detach())
             action = policy.rsample() if reparameterize else policy.sample()
-            state = self.world_model.imagine(state, action.to(state["deter"].dtype))
+            state = self.world_model.imagine(state, action.to(features[-1].dtype))
             features.append(self.world_model.features(state))
             actions.append(action)
         return torch.stack(features, 1), torch.stack(actions, 1)
@@ -438,22 +436,37 @@ class DreamerAgent(L.LightningModule):
 
     # --- training ----------------------------------------------------------------------------------------
 
-    def _update(self, optimizer: LightningOptimizer, loss: Tensor, clip: float, counts_as_step: bool) -> None:
-        """Backward, clip the gradient norm, step. Only the world-model step goes through Lightning's optimizer
-        wrapper: each wrapped step would add one to ``trainer.global_step`` (Lightning issue #17958), and one
-        training step should count as one step for max_steps, checkpoints and the env loop."""
+    def _update(
+        self, optimizer: LightningOptimizer, loss: Tensor, counts_as_step: bool, clip: Any = None
+    ) -> None:
+        """Backward, clip (``clip(optimizer)``; default the actor-critic's gradient norm), step. Only the first
+        step of a training step goes through Lightning's optimizer wrapper: each wrapped step would add one to
+        ``trainer.global_step`` (Lightning issue #17958), and one training step should count as one step for
+        max_steps, checkpoints and the env loop."""
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+        if clip is None:
+            self.clip_gradients(
+                optimizer, gradient_clip_val=self.ac_grad_clip, gradient_clip_algorithm="norm"
+            )
+        else:
+            clip(optimizer)
         optimizer.step() if counts_as_step else optimizer.optimizer.step()
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int = 0) -> None:
         """batch: image (B, T, H, W, 3) uint8, action (B, T, A), reward, is_first, is_terminal (B, T)."""
-        model_opt, actor_opt, critic_opt = self.optimizers()
-        model_loss, metrics, posterior = self.world_model.loss(batch)
-        if not check_finite(metrics, self.global_step, self.on_nonfinite):
-            return  # skip the batch
-        self._update(model_opt, model_loss, self.world_model.config["grad_clip"], counts_as_step=True)
+        optimizers = list(self.optimizers())
+        metrics: dict[str, Tensor] = {}
+        if self.train_world_model:
+            model_opt = optimizers.pop(0)
+            model_loss, metrics, posterior = self.world_model.loss(batch)
+            if not check_finite(metrics, self.global_step, self.on_nonfinite):
+                return  # skip the batch
+            self._update(model_opt, model_loss, counts_as_step=True, clip=self.clip_world_model_gradients)
+        else:  # a frozen model only filters the window
+            with torch.no_grad():
+                posterior = self.world_model.observe(batch["image"], batch["action"], batch["is_first"])
+        actor_opt, critic_opt = optimizers
 
         start = detach(flatten_time(posterior))  # (B*T, ...): imagine from every posterior state
         first_cont = 1.0 - rearrange(batch["is_terminal"], "b t -> (b t)").float()
@@ -461,171 +474,44 @@ class DreamerAgent(L.LightningModule):
             actor_loss, trajectory, actor_metrics = self.actor_loss(start, first_cont)
         critic_metrics: dict[str, Tensor] = {}
         if check_finite({"actor": actor_loss}, self.global_step, self.on_nonfinite):
-            self._update(actor_opt, actor_loss, self.ac_grad_clip, counts_as_step=False)
+            self._update(actor_opt, actor_loss, counts_as_step=not self.train_world_model)
             del actor_loss  # the imagination graph is freed before the critic's is built (lower peak memory)
             critic_loss, critic_metrics = self.critic_loss(**trajectory)
             if check_finite({"critic": critic_loss}, self.global_step, self.on_nonfinite):
-                self._update(critic_opt, critic_loss, self.ac_grad_clip, counts_as_step=False)
+                self._update(critic_opt, critic_loss, counts_as_step=False)
                 self.update_slow_critic()
 
         logged = {f"train/{k}": v for k, v in {**metrics, **actor_metrics, **critic_metrics}.items()}
         self.log_dict(logged, batch_size=batch["image"].shape[0])
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        """Adam for the world model (its preset's lr and epsilon), the actor and the critic."""
+        """The world model's own optimizer (while it trains), then Adam for the actor and the critic."""
         fused = True if self.device.type == "cuda" else None
-        wm = self.world_model.config
-        return [
-            torch.optim.Adam(self.world_model.parameters(), lr=wm["lr"], eps=wm["eps"], fused=fused),
+        model = [self.world_model.configure_optimizers()] if self.train_world_model else []
+        return model + [
             torch.optim.Adam(self.actor.parameters(), lr=self.actor_lr, eps=self.ac_eps, fused=fused),
             torch.optim.Adam(self.critic.parameters(), lr=self.critic_lr, eps=self.ac_eps, fused=fused),
         ]
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["model_class"] = "agents.dreamer.DreamerAgent"
 
     # --- acting ------------------------------------------------------------------------------------------
 
     @torch.no_grad()
     def act(
-        self, obs: Tensor, is_first: Tensor, state: tuple[State, Tensor] | None = None, explore: bool = False
-    ) -> tuple[Tensor, tuple[State, Tensor]]:
+        self, obs: Tensor, is_first: Tensor, state: Carry | None = None, explore: bool = False
+    ) -> tuple[Tensor, Carry]:
         """obs (N, H, W, 3) uint8, is_first (N,) bool -> action (N, A) in [-1, 1] or one-hot, and the state to pass
         back: (posterior (N, ...), that action). ``explore`` samples the policy (plus v1's exploration noise);
         otherwise the policy's mode is taken."""
-        obs, is_first = obs.to(self.device), is_first.to(self.device).bool()
-        if state is None:
-            state = (
-                self.world_model.initial(obs.shape[0]),
-                torch.zeros(obs.shape[0], self.action_dim, device=self.device),
-            )
-        model_state, prev_action = state
-        posterior = last_step(
-            self.world_model.observe(obs[:, None], prev_action[:, None], is_first[:, None], model_state)
-        )
-        policy = self.actor(self.world_model.features(posterior))
-        action = policy.sample() if explore else self.actor.mode(policy)
-        if explore and self.exploration_noise > 0:
-            if self.discrete:  # epsilon-greedy, with the noise as epsilon
-                random = F.one_hot(
-                    torch.randint(self.action_dim, action.shape[:1], device=self.device), self.action_dim
-                )
-                pick = torch.rand(action.shape[0], 1, device=self.device) < self.exploration_noise
-                action = torch.where(pick, random.to(action.dtype), action)
-            else:
-                action = action + self.exploration_noise * torch.randn_like(action)
-        if not self.discrete:
-            action = action.clamp(-1, 1)
+        posterior = self.observe(obs, is_first, state)
+        action = self.policy(self.world_model.features(posterior), explore)
         return action, (posterior, action)
 
-
-def main(argv: list[str]) -> None:
-    """`worldmodels agent dreamer -c RECIPE.yaml [--key value ...]`."""
-    # Lightning warns that manual optimization checkpoints hold the state after the step: that is what we want.
-    warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
-    agent_cli(DreamerAgent, argv)
-
-
-# --- looking inside: `worldmodels dream` on a Dreamer checkpoint --------------------------------------------
-
-
-@torch.no_grad()
-def dream_with_actor(
-    agent: DreamerAgent, batch: dict[str, Tensor], context: int, horizon: int, dream_actions: Tensor
-) -> dict[str, np.ndarray]:
-    """Observe ``context`` real frames of ``batch``, then dream ``horizon`` steps twice from the same posterior
-    state: with ``dream_actions`` (B, horizon, A) (e.g. the recorded ones), and with the actor choosing its own
-    actions (its mode, as when evaluated).
-
-    batch: image (B, T, H, W, 3) uint8, action (B, T, A), reward (B, T), is_first (B, T), T >= context + horizon.
-    Returns numpy arrays:
-        truth, dream, dream_actor (B, horizon, H, W, 3) uint8   real frames, dream with dream_actions, with the actor
-        context, context_recon (B, context, H, W, 3) uint8      the frames the model saw and its reconstructions
-        reward_true (B, horizon)                                 the recorded rewards
-        reward_dream, reward_actor, value_dream, value_actor     predicted reward and critic value of the dreams
-    """
-    model, device = agent.world_model, agent.device
-    images, actions = batch["image"].to(device), batch["action"].to(device).float()
-    posterior = model.observe(
-        images[:, :context], actions[:, :context], batch["is_first"][:, :context].to(device)
-    )
-    start = last_step(posterior)
-    dreamed = open_loop(model, start, dream_actions.to(device).float())
-    steps, state = [], start
-    for _ in range(horizon):
-        state = model.imagine(state, agent.actor.mode(agent.actor(model.features(state))))
-        steps.append(state)
-    acted = stack_time(steps)
-    out = {
-        "truth": images[:, context : context + horizon],
-        "dream": model.decode(dreamed),
-        "dream_actor": model.decode(acted),
-        "context": images[:, :context],
-        "context_recon": model.decode(posterior),
-        "reward_true": batch["reward"][:, context : context + horizon].float(),
-        "reward_dream": model.reward(dreamed).float(),
-        "reward_actor": model.reward(acted).float(),
-        "value_dream": agent.value(model.features(dreamed)),
-        "value_actor": agent.value(model.features(acted)),
-    }
-    return {k: v.cpu().numpy() for k, v in out.items()}
-
-
-def plot_values(path: Path, metrics: dict[str, np.ndarray]) -> Path:
-    """A PNG of the per-step predicted reward (next to the recorded one) and critic value of both dreams."""
-    fig = Figure(figsize=(9, 3.2), layout="constrained")  # no pyplot: no global state
-    reward_ax, value_ax = fig.subplots(1, 2)
-    steps = np.arange(1, len(metrics["reward_true"]) + 1)
-    reward_ax.plot(steps, metrics["reward_true"], "k--", label="recorded")
-    for ax, name in ((reward_ax, "reward"), (value_ax, "value")):
-        ax.plot(steps, metrics[f"{name}_dream"], label="dream, given actions")
-        ax.plot(steps, metrics[f"{name}_actor"], label="dream, actor's actions")
-        ax.set(title=f"predicted {name}", xlabel="dream step")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.savefig(path, dpi=100)
-    return path
-
-
-def run_dream(args: argparse.Namespace) -> dict[str, Path]:
-    """`worldmodels dream --ckpt DREAMER.ckpt --data STORE --out dream.mp4`: a video of truth | dream with the
-    given actions | its error | dream with the actor's actions | its difference to the truth, and per-step
-    metrics (frame errors of the first dream, predicted rewards and values of both) as CSV, JSON and PNGs.
-    Returns the paths written."""
-    from agents.evaluate import load_agent
-
-    agent = load_agent(args.ckpt)
-    length = args.context + args.horizon
-    data = SequenceDataModule(args.data, batch_size=args.sequences, length=length, size=agent.image_size)
-    batch = data.sample_batch(seed=args.seed, contiguous=True)
-    shape = (args.sequences, args.horizon, agent.action_dim)
-    if args.actions == "recorded":
-        dream_actions = batch["action"][:, args.context : length]
-    elif args.actions == "random":
-        dream_actions = random_actions(*shape, agent.discrete, torch.Generator().manual_seed(args.seed))
-    else:
-        dream_actions = load_actions(args.actions, shape)
-    with torch.random.fork_rng():
-        torch.manual_seed(args.seed)  # the prior's samples
-        out = dream_with_actor(agent, batch, args.context, args.horizon, dream_actions)
-
-    given = video_grid(out["truth"], out["dream"], out["context_recon"], out["context"], pad=GRID_PAD)
-    actor = video_grid(out["truth"], out["dream_actor"], out["context_recon"], out["context"], pad=GRID_PAD)
-    width = out["truth"].shape[3]
-    frames = np.concatenate(
-        [given, actor[:, :, GRID_PAD + width :]], axis=2
-    )  # the actor's grid without its truth
-    video = write_video(args.out, frames)
-    metrics = frame_metrics(out["truth"], out["dream"], last_context=out["context"][:, -1])
-    metrics |= {k: v.mean(0) for k, v in out.items() if k.startswith(("reward", "value"))}
-    prefix = video.with_name(video.stem + "_metrics")
-    paths = {"video": video, **write_metrics(prefix, metrics)}
-    paths["values_png"] = plot_values(video.with_name(video.stem + "_values.png"), metrics)
-    print(
-        f"dream: {args.sequences} sequences, {args.context} context + {args.horizon} dreamed steps ({args.actions} actions)"
-    )
-    for name in ("reward_true", "reward_dream", "reward_actor", "value_dream", "value_actor"):
-        print(f"  {name:>12}: sum over the dream {metrics[name].sum():.3f}")
-    for name, path in paths.items():
-        print(f"  {name}: {path}")
-    return paths
+    def policy(self, features: Tensor, explore: bool = False) -> Tensor:
+        """features (N, F) -> action (N, A) in [-1, 1] or one-hot: the actor's mode, or with ``explore`` a
+        sample plus the version's exploration noise."""
+        policy = self.actor(features)
+        if not explore:
+            action = self.actor.mode(policy)
+        else:
+            action = exploration_noise(policy.sample(), self.exploration_noise, self.discrete)
+        return action if self.discrete else action.clamp(-1, 1)

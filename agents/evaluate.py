@@ -92,20 +92,3 @@ def trained_action_repeat(path: str | Path, spec: str) -> int | None:
     checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     trained = checkpoint.get("OnlineDataModule") or {}
     return trained.get("action_repeat") if trained.get("env") == spec else None
-
-
-def run_eval(args: Any) -> list[float]:
-    """The `worldmodels eval` command."""
-    if not torch.cuda.is_available():
-        # acting on one frame at a time, extra CPU threads only spin (40x slower on a busy 2-core machine)
-        torch.set_num_threads(1)
-    agent = load_agent(args.ckpt)
-    action_repeat = args.action_repeat or trained_action_repeat(args.ckpt, args.env)
-    returns, videos = evaluate(agent, args.env, args.episodes, args.size, action_repeat, args.seed)
-    print(f"{args.env}: return {np.mean(returns):.1f} +- {np.std(returns):.1f} over {len(returns)} episodes")
-    if args.video:
-        from worldmodels.dreaming import write_video
-
-        write_video(args.video, np.concatenate(videos), fps=30)
-        print(f"video: {args.video}")
-    return returns

@@ -9,6 +9,8 @@ vector steps or ``collect_episodes`` episodes (PlaNet), or, with ``train_ratio``
 for as many steps as keep the train ratio (Dreamer, ``TrainRatio``).
 
 Resuming needs no extra state: episodes live on disk, and env-step counters are derived from the store.
+With ``offline=True`` there is no environment: the replay is the episode store (or video folder with sidecar
+actions and rewards) at ``path`` as it is, and training stops by ``trainer.max_steps``.
 An agent is any LightningModule with
 
     agent.act(obs (N, H, W, 3) uint8, is_first (N,) bool, state, explore: bool) -> (action (N, A), state)
@@ -71,9 +73,10 @@ class OnlineDataModule(SequenceDataModule):
 
     def __init__(
         self,
-        env: str,
         path: str,
-        size: int = 64,
+        env: str | None = None,
+        offline: bool = False,
+        size: int | None = None,
         action_repeat: int | None = None,
         num_envs: int = 1,
         seed_episodes: int = 5,
@@ -88,7 +91,30 @@ class OnlineDataModule(SequenceDataModule):
         seed: int = 0,
         replay_budget_mb: int = 2048,
     ) -> None:
-        self.env_spec, self.num_envs = env, num_envs
+        self.env_spec, self.num_envs, self.offline = env, num_envs, offline
+        if offline:  # no env: the store (or video folder) is the replay, as it is
+            super().__init__(
+                path,
+                batch_size=batch_size,
+                length=length,
+                size=size,
+                workers=workers,
+                seed=seed,
+                replay_budget_mb=replay_budget_mb,
+            )
+            self.action_repeat, self.ratio_schedule, self.max_env_steps, self._envs = (
+                action_repeat,
+                None,
+                None,
+                None,
+            )
+            return
+        if env is None:
+            raise ConfigError(
+                f"OnlineDataModule(path={path!r}) has no env: give data.env (e.g. dmc:walker-walk), or learn from "
+                "the store alone with --offline true"
+            )
+        size = size or 64
         self.action_repeat = action_repeat or envs.default_action_repeat(env)
         self.train_every, self.collect_episodes, self.collect_steps = (
             train_every,
@@ -209,10 +235,15 @@ class OnlineDataModule(SequenceDataModule):
 
     def state_dict(self) -> dict[str, Any]:
         """Saved in every checkpoint, so `worldmodels eval` knows the env and action repeat trained on."""
-        return {"env": self.env_spec, "action_repeat": self.action_repeat, "size": self.size}
+        return {
+            "env": self.env_spec,
+            "action_repeat": self.action_repeat,
+            "size": self.size,
+            "offline": self.offline,
+        }
 
     def teardown(self, stage: str) -> None:
-        if self._envs is not None:
+        if getattr(self, "_envs", None) is not None:
             self._envs.close()
             self._envs = None
 
@@ -225,6 +256,8 @@ class EnvLoop(L.Callback):
         self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         dm: OnlineDataModule = trainer.datamodule
+        if dm.offline:
+            return
         if dm.ratio_schedule is not None:
             steps, episodes = dm.ratio_schedule(), 0
             if steps == 0:
@@ -247,27 +280,3 @@ class EnvLoop(L.Callback):
             pl_module.log(name, value, prog_bar=name != "env/episodes")
         if dm.max_env_steps is not None and metrics["env/steps"] >= dm.max_env_steps:
             trainer.should_stop = True
-
-
-def agent_cli(agent_class: type[L.LightningModule], argv: list[str]) -> None:
-    """`worldmodels agent NAME -c RECIPE.yaml`: LightningCLI over ``agent_class`` and ``OnlineDataModule``,
-    with the env loop, checkpoints (``--ckpt_path last`` resumes) and TensorBoard/CSV logs of `worldmodels fit`."""
-    import warnings
-
-    from worldmodels.fit import WorldModelCLI
-
-    warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
-    WorldModelCLI(
-        model_class=agent_class,
-        datamodule_class=OnlineDataModule,
-        args=["fit", *argv],
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults={
-            "default_root_dir": f"runs/{agent_class.__name__.lower()}",
-            "log_every_n_steps": 10,
-            "callbacks": [EnvLoop()],
-            "max_steps": -1,
-            "max_epochs": -1,  # replay is an endless stream: stop by max_steps or data.max_env_steps
-        },
-        auto_configure_optimizers=False,
-    )

@@ -2,11 +2,13 @@
 
     worldmodels agent planet -c configs/planet_cartpole_swingup.yaml
     worldmodels agent planet -c configs/planet_cartpole_swingup.yaml --ckpt_path last     # resume
+    worldmodels agent planet -c configs/planet_cartpole_swingup.yaml --world_model.ckpt M.ckpt   # reuse a model
 
-``PlaNetAgent`` owns an RSSM and a planner. Training steps fit the world model on replay windows (plus, as
-options, a latent ensemble for uncertainty-aware planning and a critic for a terminal value); acting filters
-the newest frame into the posterior and plans from it (``agents/planners.py``), adding Gaussian exploration
-noise while collecting. The online loop (seed episodes, C training steps, one episode collected with the
+``PlaNetAgent`` is given a world model (any ``WorldModel``: an RSSM, the VAE + MDN-RNN pair; agents/head.py)
+and owns a planner. Training steps fit the world model on replay windows (unless ``train_world_model`` is
+false; plus, as options, a latent ensemble for uncertainty-aware planning and a critic for a terminal value);
+acting filters the newest frame into the posterior and plans from it (``agents/planners.py``), adding Gaussian
+exploration noise while collecting. The online loop (seed episodes, C training steps, one episode collected with the
 planner) is ``agents/online.py``'s, shared with the Dreamer head.
 """
 
@@ -14,46 +16,44 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from agents.online import agent_cli
+from agents.head import WorldModelHead, exploration_noise, lambda_return
 from agents.planners import CEMPlanner, LatentEnsemble, MPPIPlanner, RandomShooting
 from worldmodels.errors import ConfigError
 from worldmodels.guards import check_finite
-from worldmodels.interface import State, last_step
-from worldmodels.rssm import build_rssm
 
 PLANNERS = {"cem": CEMPlanner, "mppi": MPPIPlanner, "random": RandomShooting}
 
 
-class PlaNetAgent(L.LightningModule):
-    """RSSM + latent planner. Defaults are PlaNet's (App. A): the `planet` RSSM preset, CEM with horizon 12,
-    1000 candidates, 10 iterations, top 100, warm start off, exploration noise 0.3, plain sum of rewards.
+class PlaNetAgent(WorldModelHead):
+    """World model + latent planner. Defaults are PlaNet's (App. A): a fresh RSSM of the `planet` preset, CEM
+    with horizon 12, 1000 candidates, 10 iterations, top 100, warm start off, exploration noise 0.3, plain sum
+    of rewards.
 
-    ``planner``: "cem" | "mppi" | "random"; ``planner_options`` go to its constructor (horizon, candidates,
-    iterations, top_k, gamma, beta, noise_std, warm_start, discount, compile).
-    ``ensemble_heads > 0`` trains a ``LatentEnsemble`` whose disagreement, times ``ensemble_scale``, is added to
-    the planner's rewards (negative: cautious, positive: exploration). ``value_critic`` trains V(features) by
-    TD(lambda) on replayed posterior states and adds V(s_H) at the planning horizon.
+    ``world_model``: any ``WorldModel`` object or spec (agents/head.py). ``planner``: "cem" | "mppi" |
+    "random"; ``planner_options`` go to its constructor (horizon, candidates, iterations, top_k, gamma, beta,
+    noise_std, warm_start, discount, compile). ``ensemble_heads > 0`` trains a ``LatentEnsemble`` whose
+    disagreement, times ``ensemble_scale``, is added to the planner's rewards (negative: cautious, positive:
+    exploration). ``value_critic`` trains V(features) by TD(lambda) on replayed posterior states and adds
+    V(s_H) at the planning horizon.
     """
 
-    exploration_noise = 0.3  # PlaNet App. A: Gaussian noise with std 0.3 added to planned actions
     critic_discount = 0.99
     critic_lambda = 0.95
 
     def __init__(
         self,
-        preset: str = "planet",
-        image_size: int = 64,
-        action_dim: int = 0,
-        discrete: bool = False,
-        model_overrides: dict[str, Any] | None = None,
+        world_model: dict[str, Any] | None = None,  # or a WorldModel object (agents/head.py)
+        train_world_model: bool = True,
+        image_size: int | None = None,
+        action_dim: int | None = None,
+        discrete: bool | None = None,
         planner: str = "cem",
         planner_options: dict[str, Any] | None = None,
-        exploration_noise: float | None = None,
+        exploration_noise: float = 0.3,  # PlaNet App. A: Gaussian noise with std 0.3 added to planned actions
         ensemble_heads: int = 0,
         ensemble_scale: float = 0.0,
         value_critic: bool = False,
@@ -63,11 +63,18 @@ class PlaNetAgent(L.LightningModule):
         super().__init__()
         if planner not in PLANNERS:
             raise ConfigError(f"planner {planner!r} is unknown; use one of {list(PLANNERS)}")
-        self.save_hyperparameters()
-        self.image_size, self.action_dim, self.discrete = image_size, action_dim, discrete
-        self.world_model = build_rssm(preset, image_size, action_dim, discrete, model_overrides)
+        self.save_hyperparameters(ignore=["world_model"])
+        default = {"class_path": "worldmodels.rssm.RSSM", "init_args": {"preset": "planet"}}
+        self.attach(world_model, default, train_world_model, action_dim, discrete, image_size)
+        if not train_world_model and not ensemble_heads and not value_critic:
+            raise ConfigError(
+                "PlaNetAgent with train_world_model: false and neither ensemble_heads nor value_critic has "
+                "nothing to learn; plan with the model directly (worldmodels eval) or train one of them"
+            )
         features = self.world_model.feature_dim
-        self.ensemble = LatentEnsemble(features, action_dim, heads=ensemble_heads) if ensemble_heads else None
+        self.ensemble = (
+            LatentEnsemble(features, self.action_dim, heads=ensemble_heads) if ensemble_heads else None
+        )
         self.critic = (
             nn.Sequential(
                 nn.Linear(features, 200), nn.ELU(), nn.Linear(200, 200), nn.ELU(), nn.Linear(200, 1)
@@ -82,7 +89,12 @@ class PlaNetAgent(L.LightningModule):
             ensemble_scale=ensemble_scale,
             value_fn=self.value if value_critic else None,
         )
-        self.noise = self.exploration_noise if exploration_noise is None else exploration_noise
+        self.hparams["planner_options"] = {
+            "horizon": self.planner.horizon,
+            "candidates": self.planner.candidates,
+            **options,
+        }  # the values in force
+        self.noise = exploration_noise
         self.aux_lr = aux_lr
 
     def value(self, features: Tensor) -> Tensor:
@@ -92,9 +104,14 @@ class PlaNetAgent(L.LightningModule):
     # --- learning ----------------------------------------------------------------------------------------
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int = 0) -> Tensor | None:
-        total, metrics, post = self.world_model.loss(batch)
-        if not check_finite(metrics, self.global_step, self.hparams.on_nonfinite):
-            return None  # skip this batch
+        if self.train_world_model:
+            total, metrics, post = self.world_model.loss(batch)
+            if not check_finite(metrics, self.global_step, self.hparams.on_nonfinite):
+                return None  # skip this batch
+        else:  # a frozen model only filters the window
+            with torch.no_grad():
+                post = self.world_model.observe(batch["image"], batch["action"], batch["is_first"])
+            total, metrics = 0.0, {}
         features = self.world_model.features(post).detach()  # (B, T, F)
         if self.ensemble is not None:
             metrics["ensemble"] = self.ensemble.loss(features, batch["action"])
@@ -107,37 +124,33 @@ class PlaNetAgent(L.LightningModule):
             batch_size=batch["image"].shape[0],
             prog_bar=False,
         )
-        self.log("loss", metrics["loss"], prog_bar=True, logger=False)
+        self.log("loss", total.detach(), prog_bar=True, logger=False)
         return total
 
     def critic_loss(self, features: Tensor, batch: dict[str, Tensor]) -> Tensor:
         """TD(lambda) regression of V on replayed posterior features (B, T, F) with the observed rewards."""
         value = self.value(features)  # (B, T)
         with torch.no_grad():
-            reward = batch["reward"][:, 1:]
             cont = (~batch["is_terminal"][:, 1:]).float() * (~batch["is_first"][:, 1:]).float()
-            target, next_return = [], value[:, -1]
-            for t in reversed(range(value.shape[1] - 1)):
-                bootstrap = (1 - self.critic_lambda) * value[:, t + 1] + self.critic_lambda * next_return
-                next_return = reward[:, t] + self.critic_discount * cont[:, t] * bootstrap
-                target.append(next_return)
-            target = torch.stack(target[::-1], 1)
+            discount = self.critic_discount * cont
+            target = lambda_return(batch["reward"][:, 1:].float(), value, discount, self.critic_lambda)
         return F.mse_loss(value[:, :-1], target)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        cfg = self.world_model.config
-        groups = [{"params": self.world_model.parameters(), "lr": cfg["lr"]}]
+        """The world model's own optimizer (its learning rate and epsilon), with the ensemble and critic as a
+        second parameter group at ``aux_lr``."""
         aux = [p for m in (self.ensemble, self.critic) if m is not None for p in m.parameters()]
+        if not self.train_world_model:
+            return torch.optim.Adam(aux, lr=self.aux_lr)
+        optimizer = self.world_model.configure_optimizers()
         if aux:
-            groups.append({"params": aux, "lr": self.aux_lr})
-        return torch.optim.Adam(groups, eps=cfg["eps"])
+            optimizer.add_param_group({"params": aux, "lr": self.aux_lr})
+        return optimizer
 
     def configure_gradient_clipping(
         self, optimizer: torch.optim.Optimizer, *args: Any, **kwargs: Any
     ) -> None:
-        self.clip_gradients(
-            optimizer, gradient_clip_val=self.world_model.config["grad_clip"], gradient_clip_algorithm="norm"
-        )
+        self.clip_world_model_gradients(optimizer)
 
     # --- acting ------------------------------------------------------------------------------------------
 
@@ -146,38 +159,12 @@ class PlaNetAgent(L.LightningModule):
         self, obs: Tensor, is_first: Tensor, state: dict[str, Any] | None, explore: bool
     ) -> tuple[Tensor, Any]:
         """obs (N, H, W, 3) uint8, is_first (N,) bool -> action (N, A), the filter and plan state to pass back."""
-        obs, is_first = obs.to(self.device), is_first.to(self.device)
-        batch = obs.shape[0]
-        if state is None:
-            state = {
-                "model": self.world_model.initial(batch),
-                "action": torch.zeros(batch, self.action_dim, device=self.device),
-                "plan": None,
-            }
-        post: State = last_step(
-            self.world_model.observe(
-                obs[:, None], state["action"][:, None], is_first[:, None], state["model"]
-            )
-        )
+        state = state or {"carry": None, "plan": None}
+        post = self.observe(obs, is_first, state["carry"])
         plan = state["plan"]
         if plan is not None:  # a new episode starts from an empty plan
-            plan = plan * (~is_first).to(plan.dtype)[:, None, None]
+            plan = plan * (~is_first.to(plan.device)).to(plan.dtype)[:, None, None]
         action, plan = self.planner(self.world_model, post, plan)
-        if explore and self.noise > 0:
-            if self.discrete:  # epsilon-greedy with epsilon = noise
-                random = F.one_hot(
-                    torch.randint(self.action_dim, (batch,), device=self.device), self.action_dim
-                )
-                pick = torch.rand(batch, 1, device=self.device) < self.noise
-                action = torch.where(pick, random.to(action.dtype), action)
-            else:
-                action = (action + self.noise * torch.randn_like(action)).clamp(-1, 1)
-        return action, {"model": post, "action": action, "plan": plan}
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["model_class"] = "agents.planet.PlaNetAgent"
-
-
-def main(argv: list[str]) -> None:
-    """`worldmodels agent planet -c RECIPE.yaml [--key value ...]`."""
-    agent_cli(PlaNetAgent, argv)
+        if explore:
+            action = exploration_noise(action, self.noise, self.discrete)
+        return action, {"carry": (post, action), "plan": plan}

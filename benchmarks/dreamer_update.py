@@ -250,19 +250,22 @@ def build_ours(args: argparse.Namespace) -> tuple[Callable[[], None], dict[str, 
     from lightning.fabric import Fabric
 
     from agents.dreamer import DreamerAgent
-    from worldmodels.rssm import RSSM
+    from worldmodels.rssm import PRESETS, RSSM
 
     device = torch.device(args.device)
     torch.manual_seed(0)
     overrides = {"channels_last": args.channels_last, "compile": args.compile}
     preset = f"dreamerv3-{args.size}"
     if args.what == "full":
+        sizes = PRESETS[preset]  # actor and critic as wide and deep as the model's MLPs (DreamerV3 Table B.1)
         module = DreamerAgent(
+            {"class_path": "worldmodels.rssm.RSSM", "init_args": {"preset": preset, **overrides}},
             version="v3",
-            preset=preset,
             image_size=args.image_size,
             action_dim=args.action_dim,
-            model_overrides=overrides,
+            hidden=sizes["hidden"],
+            actor_layers=sizes["mlp_layers"],
+            critic_layers=sizes["mlp_layers"],
         )
         rssm = module.world_model
     else:

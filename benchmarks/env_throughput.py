@@ -72,11 +72,10 @@ def build_policy(name: str, action_dim: int, discrete: bool, size: int, preset: 
     if name == "random":
         return RandomPolicy(action_dim, discrete)
     if name == "dreamer":
-        agent = DreamerAgent(
-            version="v3", preset=preset, image_size=size, action_dim=action_dim, discrete=discrete
-        )
-    else:
-        agent = PlaNetAgent(preset="planet", image_size=size, action_dim=action_dim, discrete=discrete)
+        spec = {"class_path": "worldmodels.rssm.RSSM", "init_args": {"preset": preset}}
+        agent = DreamerAgent(spec, version="v3", image_size=size, action_dim=action_dim, discrete=discrete)
+    else:  # PlaNet's default world model: the planet preset
+        agent = PlaNetAgent(image_size=size, action_dim=action_dim, discrete=discrete)
     return agent.to(device).eval()
 
 
@@ -111,8 +110,8 @@ def bench(args: argparse.Namespace, num_envs: int, policy: str, store: Path) -> 
             vector_env.close()
     else:
         data = OnlineDataModule(
-            args.env,
             str(store / f"{policy}-{num_envs}"),
+            args.env,
             size=args.size,
             action_repeat=args.action_repeat,
             num_envs=num_envs,

@@ -49,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     command = [
-        sys.executable, "-m", "worldmodels.cli", "agent", "planet", "-c", "configs/planet_tiny.yaml",
+        sys.executable, "-m", "cli", "agent", "planet", "-c", "configs/planet_tiny.yaml",
         "--data.env", args.env, "--data.action_repeat", "8", "--data.size", str(args.size), "--data.path", str(out / "episodes"),
         "--trainer.default_root_dir", str(out / "run"), "--trainer.max_steps", "-1",
         "--data.max_env_steps", str(args.env_steps), "--data.replay_budget_mb", str(args.replay_budget_mb),

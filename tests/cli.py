@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
-COMMAND = [sys.executable, "-m", "worldmodels.cli"]
+COMMAND = [sys.executable, "-m", "cli"]
 
 
 def cli_env() -> dict[str, str]:

@@ -16,11 +16,12 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader
 
-from agents.dreamer import DreamerAgent, ReturnScale, discount_weights, lambda_return
+import cli.main as cli
+from agents.dreamer import DreamerAgent, ReturnScale, discount_weights
 from agents.evaluate import evaluate, load_agent
+from agents.head import lambda_return
 from agents.online import EnvLoop, OnlineDataModule, TrainRatio
 from tests.synthetic import moving_squares
-from worldmodels import cli
 from worldmodels.distributions import symexp, symlog
 from worldmodels.errors import ConfigError, NonFiniteLossError
 from worldmodels.interface import detach, flatten_time
@@ -29,19 +30,26 @@ SIZE = 16
 RECIPES = Path(__file__).resolve().parents[1] / "configs"
 TINY_V3 = dict(deter=16, stoch=4, classes=4, hidden=16, mlp_layers=1, cnn_depth=4)
 TINY_V1 = dict(deter=16, stoch=4, hidden=16, mlp_layers=1, cnn_depth=4)
-POINT = "tests.pixel_point:PixelPoint-v0"
+POINT = "worldmodels.pixel_point:PixelPoint-v0"
+
+
+def rssm_spec(preset: str = "dreamerv3-XS", **sizes: int) -> dict:
+    return {"class_path": "worldmodels.rssm.RSSM", "init_args": {"preset": preset, **sizes}}
 
 
 def tiny(version: str = "v3", discrete: bool = False, action_dim: int = 2, **kwargs) -> DreamerAgent:
     torch.manual_seed(0)
-    overrides = TINY_V3 if version == "v3" else TINY_V1
+    spec = rssm_spec("dreamerv3-XS", **TINY_V3) if version == "v3" else rssm_spec("dreamerv1", **TINY_V1)
     return DreamerAgent(
+        world_model=spec,
         version=version,
         image_size=SIZE,
         action_dim=action_dim,
         discrete=discrete,
-        model_overrides=overrides,
         horizon=4,
+        hidden=16,
+        actor_layers=1,
+        critic_layers=1,
         **kwargs,
     )
 
@@ -279,7 +287,9 @@ def test_act_returns_bounded_or_one_hot_actions_and_a_state_to_pass_back(version
 
 def test_world_model_sizes_and_hyperparameters_survive_a_checkpoint_round_trip(tmp_path: Path):
     overrides = dict(deter=24, stoch=3, classes=5, hidden=20, mlp_layers=1, cnn_depth=4)
-    agent = DreamerAgent(image_size=SIZE, action_dim=2, model_overrides=overrides, horizon=3, actor_lr=1e-4)
+    agent = DreamerAgent(
+        rssm_spec(**overrides), image_size=SIZE, action_dim=2, horizon=3, actor_lr=1e-4, hidden=20
+    )
     trainer = L.Trainer(
         logger=False, enable_checkpointing=False, enable_progress_bar=False, accelerator="cpu"
     )
@@ -298,6 +308,9 @@ def test_world_model_sizes_and_hyperparameters_survive_a_checkpoint_round_trip(t
     # the RSSM records its own arguments, not the agent's (Lightning's save_hyperparameters frame walk)
     assert model.hparams["deter"] == 24 and "version" not in model.hparams and "horizon" not in model.hparams
     assert loaded.horizon == 3 and loaded.actor_lr == 1e-4
+    # the saved hyperparameters hold the values in force, not the None that means "the version's"
+    assert loaded.hparams["discount"] == 0.997 and loaded.hparams["critic_lr"] == 3e-5
+    assert loaded.hparams["world_model"]["init_args"]["lr"] == 1e-4  # the preset's, resolved
     for key, value in agent.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[key], value)
 
@@ -305,10 +318,10 @@ def test_world_model_sizes_and_hyperparameters_survive_a_checkpoint_round_trip(t
 def test_bad_settings_raise_config_errors():
     with pytest.raises(ConfigError, match="version 'v2'"):
         DreamerAgent(version="v2", image_size=SIZE)
-    with pytest.raises(ConfigError, match=r"model_overrides \['depth'\]"):
-        DreamerAgent(image_size=SIZE, model_overrides={"depth": 8})
+    with pytest.raises(ConfigError, match=r"RSSM\(preset, depth\)"):
+        DreamerAgent(world_model=rssm_spec(depth=8), image_size=SIZE)
     with pytest.raises(ConfigError, match="actor_grad='straight'"):
-        DreamerAgent(image_size=SIZE, actor_grad="straight", model_overrides=TINY_V3)
+        DreamerAgent(world_model=rssm_spec(**TINY_V3), image_size=SIZE, actor_grad="straight")
     with pytest.raises(ConfigError, match="train_ratio=0"):
         TrainRatio(0, 64)
 
@@ -380,7 +393,7 @@ def test_cli_dream_shows_the_actor_dreaming_next_to_the_truth(run: Path, tmp_pat
     frames = iio.imread(out)
     assert len(frames) == 3 + 5 and frames.shape[2] > 2 * frames.shape[1]  # 5 columns of 2 sequences
     rows = list(csv.DictReader(open(tmp_path / "dream_metrics.csv")))
-    assert len(rows) == 5 and {"mse", "reward_true", "reward_actor", "value_dream", "value_actor"} <= set(
+    assert len(rows) == 5 and {"mse", "reward_true", "reward_policy", "value_dream", "value_policy"} <= set(
         rows[0]
     )
     assert (tmp_path / "dream_values.png").stat().st_size > 0
@@ -394,7 +407,11 @@ def test_recipes_name_real_options_and_build_their_agent(recipe: Path):
     assert set(config["trainer"]) <= set(inspect.signature(L.Trainer).parameters)
     discrete = config["data"]["env"] == "CartPole-v1"
     agent = DreamerAgent(
-        **config["model"], image_size=config["data"]["size"], action_dim=2, discrete=discrete
+        world_model=config.get("world_model"),
+        **config["model"],
+        image_size=config["data"]["size"],
+        action_dim=2,
+        discrete=discrete,
     )
     assert agent.actor_grad == ("reinforce" if discrete else "backprop")
     if recipe.name != "dreamer_tiny.yaml":  # DreamerV3 settings for DMC vision
@@ -425,19 +442,20 @@ class RandomPolicy:
 
 @pytest.mark.slow
 def test_dreamer_learns_pixel_point_clearly_above_random(tmp_path: Path):
-    """PixelPoint (tests/pixel_point.py, 16x16): a random policy scores about 14.5, steering to the middle about
+    """PixelPoint (worldmodels/pixel_point.py, 16x16): a random policy scores about 14.5, steering to the middle about
     29.5. A small DreamerV3 trained online for 800 steps (about 3,300 env steps, a few CPU minutes) must beat the
     random policy by 8 on the same 10 evaluation episodes. Short run, small model: learning rates are 10x the
     paper's (world model 1e-3, actor and critic 3e-4)."""
     L.seed_everything(0)
     data = OnlineDataModule(
-        POINT, str(tmp_path / "episodes"), size=SIZE, action_repeat=1, seed_episodes=5, train_ratio=64,
+        str(tmp_path / "episodes"), POINT, size=SIZE, action_repeat=1, seed_episodes=5, train_ratio=64,
         batch_size=16, length=16,
     )  # fmt: skip
     sizes = dict(deter=64, stoch=8, classes=8, hidden=64, mlp_layers=1, cnn_depth=8, lr=1e-3)
     agent = DreamerAgent(
-        image_size=SIZE, action_dim=1, model_overrides=sizes, horizon=10, actor_lr=3e-4, critic_lr=3e-4
-    )
+        rssm_spec(**sizes), image_size=SIZE, action_dim=1, horizon=10, actor_lr=3e-4, critic_lr=3e-4,
+        hidden=64, actor_layers=1, critic_layers=1,
+    )  # fmt: skip
     trainer = L.Trainer(
         max_steps=800,
         callbacks=[EnvLoop()],

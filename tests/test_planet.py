@@ -8,9 +8,10 @@ from tests.cli import run_cli
 from tests.synthetic import moving_squares
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log()`")
-TINY = dict(
-    deter=16, stoch=4, hidden=16, cnn_depth=4, free_nats=0.0
-)  # no free nats: the prior gets gradients
+TINY = {  # no free nats: the prior gets gradients
+    "class_path": "worldmodels.rssm.RSSM",
+    "init_args": dict(preset="planet", deter=16, stoch=4, hidden=16, cnn_depth=4, free_nats=0.0),
+}
 PLAN = dict(horizon=3, candidates=20, iterations=2, top_k=4)
 
 
@@ -23,9 +24,7 @@ def batch(size=16, length=8):
 @pytest.mark.parametrize("discrete", [False, True])
 def test_act_filters_and_plans_for_several_envs(discrete):
     torch.manual_seed(0)
-    agent = PlaNetAgent(
-        image_size=16, action_dim=3, discrete=discrete, model_overrides=TINY, planner_options=PLAN
-    )
+    agent = PlaNetAgent(TINY, image_size=16, action_dim=3, discrete=discrete, planner_options=PLAN)
     obs = torch.randint(0, 255, (2, 16, 16, 3), dtype=torch.uint8)
     action, state = agent.act(obs, torch.tensor([True, True]), None, explore=True)
     assert action.shape == (2, 3) and state["plan"].shape == (2, 3, 3)
@@ -34,7 +33,8 @@ def test_act_filters_and_plans_for_several_envs(discrete):
     else:
         assert action.abs().max() <= 1
     action, state = agent.act(obs, torch.tensor([False, True]), state, explore=False)
-    assert state["model"]["deter"].shape == (2, 16)
+    posterior, last_action = state["carry"]
+    assert posterior["deter"].shape == (2, 16) and torch.equal(last_action, action)
 
 
 @pytest.mark.parametrize(
@@ -42,7 +42,7 @@ def test_act_filters_and_plans_for_several_envs(discrete):
 )
 def test_training_step_updates_every_part(options):
     torch.manual_seed(0)
-    agent = PlaNetAgent(image_size=16, action_dim=2, model_overrides=TINY, planner_options=PLAN, **options)
+    agent = PlaNetAgent(TINY, image_size=16, action_dim=2, planner_options=PLAN, **options)
     optimizer = agent.configure_optimizers()
     before = [p.detach().clone() for p in agent.parameters()]
     agent.training_step(batch()).backward()
@@ -86,7 +86,9 @@ def test_agent_cli_trains_checkpoints_resumes_and_evaluates(tmp_path):
     assert len(list((tmp_path / "episodes").glob("*.npz"))) == episodes + 1
 
     agent = load_agent(ckpt)
-    returns, videos = evaluate(agent, "tests.pixel_point:PixelPoint-v0", episodes=1, size=16, action_repeat=1)
+    returns, videos = evaluate(
+        agent, "worldmodels.pixel_point:PixelPoint-v0", episodes=1, size=16, action_repeat=1
+    )
     assert len(returns) == 1 and videos[0].shape == (31, 16, 16, 3)
     result = run_cli("eval", "--ckpt", str(ckpt), "--env", "CartPole-v1", "--episodes", "1")
     assert result.returncode == 2 and "agent expects 1-dim continuous actions and 16px" in result.stderr
@@ -118,7 +120,7 @@ def test_planet_learns_pixel_point_clearly_above_random(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     agent = load_agent(tmp_path / "run" / "checkpoints" / "last.ckpt")
     learned, _ = evaluate(
-        agent, "tests.pixel_point:PixelPoint-v0", episodes=10, size=16, action_repeat=1, seed=100
+        agent, "worldmodels.pixel_point:PixelPoint-v0", episodes=10, size=16, action_repeat=1, seed=100
     )
-    # a random policy scores about 14.5 on these seeds, the optimum about 29.5 (tests/pixel_point.py)
+    # a random policy scores about 14.5 on these seeds, the optimum about 29.5 (worldmodels/pixel_point.py)
     assert np.mean(learned) > 22, learned

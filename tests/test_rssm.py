@@ -20,7 +20,7 @@ from worldmodels.distributions import (
     unimix,
 )
 from worldmodels.errors import CheckpointError, ConfigError
-from worldmodels.interface import WorldModel, last_step, open_loop
+from worldmodels.interface import last_step, open_loop
 from worldmodels.rssm import PRESETS, RSSM
 
 TINY = dict(
@@ -184,65 +184,6 @@ def test_presets_at_paper_sizes():
     images = torch.zeros(1, 2, 64, 64, 3, dtype=torch.uint8)
     post = model.observe(images, torch.zeros(1, 2, 6), torch.tensor([[True, False]]))
     assert post["stoch"].shape == (1, 2, 32, 32) and model.decode(post).shape == (1, 2, 64, 64, 3)
-
-
-def test_shared_interface_shapes():
-    model = tiny("dreamerv3-XS", action_dim=3)
-    assert isinstance(model, WorldModel)
-    assert (model.feature_dim, model.action_dim, model.discrete, model.image_size) == (
-        32 + 4 * 32,
-        3,
-        False,
-        16,
-    )
-    images = torch.randint(0, 256, (2, 5, 16, 16, 3), dtype=torch.uint8)
-    is_first = torch.zeros(2, 5, dtype=torch.bool)
-    post = model.observe(images, torch.zeros(2, 5, 3), is_first)
-    assert post["deter"].shape == (2, 5, 32) and post["stoch"].shape == (2, 5, 4, 32)
-    assert post["logits"].shape == (2, 5, 4, 32)
-    assert model.initial(2).keys() == post.keys()
-    state = model.imagine(last_step(post), torch.zeros(2, 3))
-    assert state.keys() == post.keys() and state["deter"].shape == (2, 32)
-    for s, lead in ((state, (2,)), (post, (2, 5))):
-        assert model.features(s).shape == (*lead, model.feature_dim)
-        assert model.reward(s).shape == lead and model.cont(s).shape == lead
-        assert torch.all((model.cont(s) >= 0) & (model.cont(s) <= 1))
-        decoded = model.decode(s)
-        assert decoded.shape == (*lead, 16, 16, 3) and decoded.dtype == torch.uint8
-    more = model.observe(images[:, :2], torch.zeros(2, 2, 3), is_first[:, :2], state=last_step(post))
-    assert more["deter"].shape == (2, 2, 32)
-    dream = open_loop(model, state, torch.zeros(2, 4, 3))
-    assert dream["stoch"].shape == (2, 4, 4, 32)
-    gaussian_model = tiny("planet", action_dim=3)
-    post = gaussian_model.observe(images, torch.zeros(2, 5, 3), is_first)
-    assert post["stoch"].shape == post["mean"].shape == post["std"].shape == (2, 5, 4)
-    assert torch.all(post["std"] >= 0.1)  # PlaNet / DreamerV1 min std
-
-
-@pytest.mark.parametrize("preset", ["dreamerv1", "dreamerv3-XS"])
-def test_is_first_resets_the_state_per_sample(preset):
-    model = tiny(preset).eval()
-    batch = batch_of(moving_squares(episodes=2, length=8, size=16))
-    is_first = batch["is_first"].clone()
-    is_first[0, 5] = True  # sample 0 starts over at step 5, sample 1 does not
-    post = model.observe(batch["image"], batch["action"], is_first)
-    fresh = model.observe(batch["image"][:, 5:], batch["action"][:, 5:], torch.ones(2, 3, dtype=torch.bool))
-    stat = "logits" if "logits" in post else "mean"
-    for key in ("deter", stat):  # at the reset step both are deterministic functions of the image
-        torch.testing.assert_close(post[key][0, 5], fresh[key][0, 0])
-        assert not torch.allclose(post[key][1, 5], fresh[key][1, 0])  # history kept where is_first is False
-
-
-@pytest.mark.parametrize("preset", ["dreamerv1", "dreamerv3-XS"])
-def test_imagine_is_differentiable(preset):
-    model = tiny(preset)
-    action = torch.zeros(3, 2, requires_grad=True)
-    state = model.initial(3)
-    for _ in range(3):
-        state = model.imagine(state, action)
-    model.features(state).square().sum().backward()  # what an actor's value gradient flows through
-    assert action.grad is not None and action.grad.abs().sum() > 0
-    assert model.img_stats.weight.grad.abs().sum() > 0  # through the sampled latents into the prior
 
 
 def test_bad_config_and_inputs_raise():

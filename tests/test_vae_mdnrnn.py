@@ -16,7 +16,7 @@ from encoders.vae import VAEDecoder, VAEEncoder
 from tests.synthetic import moving_squares
 from worldmodels.checkpoints import load_model
 from worldmodels.errors import CheckpointError, ConfigError
-from worldmodels.interface import WorldModel, last_step, open_loop
+from worldmodels.interface import last_step, open_loop
 from worldmodels.mdnrnn import MDNRNN
 from worldmodels.vae import VAE
 
@@ -55,7 +55,7 @@ def _batch(actions: bool = True, seed: int = 1) -> dict[str, torch.Tensor]:
 def _seeded_loss(model: VAE | MDNRNN, batch: dict[str, torch.Tensor]) -> float:
     torch.manual_seed(0)
     with torch.no_grad():
-        terms = model.losses(batch["image"]) if isinstance(model, VAE) else model.losses(batch)
+        terms = model.losses(batch["image"]) if isinstance(model, VAE) else model.loss(batch)[1]
     return terms["loss"].item()
 
 
@@ -173,46 +173,6 @@ def test_imagine_samples_z_from_the_mixture_at_its_temperature() -> None:
     torch.testing.assert_close(z.std(0), expected.std(0), atol=0.05, rtol=0.05)
 
 
-def test_shared_interface_shapes() -> None:
-    model = _mdnrnn()
-    assert isinstance(model, WorldModel)
-    assert (model.feature_dim, model.action_dim, model.discrete, model.image_size) == (Z + 32, 2, False, SIZE)
-    batch = _batch()
-    states = model.observe(batch["image"], batch["action"], batch["is_first"])
-    assert {k: tuple(v.shape) for k, v in states.items()} == {
-        "z": (4, 12, Z),
-        "h": (4, 12, 32),
-        "c": (4, 12, 32),
-    }
-    assert torch.equal(states["z"], model.vae.encode(batch["image"])[0])  # z is the VAE mean
-    assert model.features(states).shape == (4, 12, Z + 32)
-    step = model.imagine(last_step(states), torch.zeros(4, 2))
-    assert {k: tuple(v.shape) for k, v in step.items()} == {"z": (4, Z), "h": (4, 32), "c": (4, 32)}
-    assert model.reward(step).shape == (4,) and model.reward(states).shape == (4, 12)
-    cont = model.cont(states)
-    assert cont.shape == (4, 12) and ((cont > 0) & (cont < 1)).all()
-    dream = open_loop(model, last_step(states), torch.zeros(4, 5, 2))
-    images = model.decode(dream)
-    assert images.dtype == torch.uint8 and images.shape == (4, 5, SIZE, SIZE, 3)
-    with pytest.raises(CheckpointError, match="action_dim=2"):
-        model.observe(batch["image"], batch["action"][..., :1], batch["is_first"])
-
-
-def test_observe_resets_at_is_first_and_continues_a_state() -> None:
-    model = _mdnrnn()
-    a, b = _batch(seed=1), _batch(seed=2)
-    joined = {k: torch.cat([a[k], b[k]], 1) for k in ("image", "action", "is_first")}  # b starts mid-window
-    with torch.no_grad():
-        whole = model.observe(joined["image"], joined["action"], joined["is_first"])
-        alone = model.observe(b["image"], b["action"], b["is_first"])
-        first = model.observe(*(v[:, :7] for v in joined.values()))
-        rest = model.observe(*(v[:, 7:] for v in joined.values()), state=last_step(first))
-    for k in whole:
-        torch.testing.assert_close(whole[k][:, 12:], alone[k])
-        torch.testing.assert_close(whole[k], torch.cat([first[k], rest[k]], 1))
-    assert not torch.allclose(whole["h"][:, 11], alone["h"][:, 0])  # the reset mattered
-
-
 def test_mdnrnn_checkpoint_reloads_without_vae_file(vae_run: tuple[str, float, float], tmp_path) -> None:
     vae_path = tmp_path / "copy_of_vae.ckpt"
     shutil.copy(vae_run[0], vae_path)
@@ -264,7 +224,7 @@ def test_action_free_video() -> None:
 
 def test_fit_cli_trains_vae_then_mdnrnn(tmp_path) -> None:
     """The user's path: `worldmodels fit` a VAE, then an MDN-RNN on it (built inside LightningCLI)."""
-    from worldmodels.fit import fit_cli
+    from cli.lightning import fit_cli
     from worldmodels.store import EpisodeStore
 
     store = EpisodeStore(tmp_path / "store", create=True, metadata={"env": "synthetic"})

@@ -16,7 +16,7 @@ import csv
 import itertools
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from worldmodels.errors import CheckpointError, ConfigError, VideoError
-from worldmodels.interface import WorldModel, last_step, open_loop
+from worldmodels.interface import WorldModel, last_step, open_loop, stack_time
 
 ACTION_MODES = ("recorded", "random")
 PSNR_CAP = 100.0  # dB; the PSNR reported for identical frames (MSE 0) so CSV/JSON stay finite
@@ -80,6 +80,8 @@ def dream(
     horizon: int = 45,
     action_mode: str = "recorded",
     generator: torch.Generator | None = None,
+    policy: Callable[[Tensor], Tensor] | None = None,
+    value: Callable[[Tensor], Tensor] | None = None,
 ) -> dict[str, np.ndarray]:
     """Observe ``context`` real frames, then dream ``horizon`` frames open loop.
 
@@ -93,6 +95,11 @@ def dream(
         context_recon (B, context, H, W, 3) uint8  decoded posterior states
         actions (B, horizon, A) float32            the actions fed to the dream
         reward_pred (B, horizon) float32           model.reward of the dreamed states
+    With a ``policy`` (features (B, F) -> actions (B, A), e.g. an agent's actor) the model also dreams from the
+    same start with the policy choosing each action from the state it is in:
+        dream_policy (B, horizon, H, W, 3) uint8, reward_policy (B, horizon) float32
+    With a ``value`` function (features (..., F) -> (...), e.g. a critic): value_dream (and value_policy)
+    (B, horizon) float32 of the dreamed states.
     Runs in eval mode and restores the model's previous mode.
     """
     images, actions, is_first = torch.as_tensor(images), torch.as_tensor(actions), torch.as_tensor(is_first)
@@ -131,7 +138,8 @@ def dream(
         model.eval()
     try:
         posterior = model.observe(images[:, :context], actions[:, :context], is_first[:, :context])
-        prior = open_loop(model, last_step(posterior), dream_actions)  # (B, horizon, ...)
+        start = last_step(posterior)
+        prior = open_loop(model, start, dream_actions)  # (B, horizon, ...)
         out = {
             "truth": images[:, context : context + horizon],
             "dream": model.decode(prior),
@@ -140,6 +148,17 @@ def dream(
             "actions": dream_actions,
             "reward_pred": model.reward(prior).float(),
         }
+        if value is not None:
+            out["value_dream"] = value(model.features(prior)).float()
+        if policy is not None:
+            steps, state = [], start
+            for _ in range(horizon):
+                state = model.imagine(state, policy(model.features(state)))
+                steps.append(state)
+            acted = stack_time(steps)
+            out |= {"dream_policy": model.decode(acted), "reward_policy": model.reward(acted).float()}
+            if value is not None:
+                out["value_policy"] = value(model.features(acted)).float()
     finally:
         if was_training is not None:
             model.train(was_training)
@@ -465,3 +484,24 @@ class DreamVideoCallback(lightning.Callback):
             logger.log_metrics(scalars, step=step)
             if isinstance(logger, TensorBoardLogger):
                 _add_gif(logger.experiment, f"{self.tag}/video", frames, step, self.fps)
+
+
+def plot_values(path: str | Path, metrics: Mapping[str, np.ndarray]) -> Path:
+    """A PNG of the per-step predicted reward (next to the recorded one) and value of a dream with the given
+    actions and of one with a policy's actions: metrics reward_true, reward_pred, reward_policy, value_dream,
+    value_policy (horizon,) each."""
+    fig = Figure(figsize=(9, 3.2), layout="constrained")  # no pyplot: no global state
+    reward_ax, value_ax = fig.subplots(1, 2)
+    steps = np.arange(1, len(metrics["reward_true"]) + 1)
+    reward_ax.plot(steps, metrics["reward_true"], "k--", label="recorded")
+    curves = {"reward": ("reward_pred", "reward_policy"), "value": ("value_dream", "value_policy")}
+    for ax, name in ((reward_ax, "reward"), (value_ax, "value")):
+        given, acted = curves[name]
+        ax.plot(steps, metrics[given], label="dream, given actions")
+        ax.plot(steps, metrics[acted], label="dream, policy's actions")
+        ax.set(title=f"predicted {name} (higher: the model expects more)", xlabel="dream step")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    return path

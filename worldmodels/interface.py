@@ -10,9 +10,16 @@ filtered sequence. The RSSM's state is ``{"deter": h, "stoch": z, ...}``; the Wo
     model.features(state)                     -> (..., F)             what heads read
     model.reward(state), model.cont(state)    -> (...)                predicted reward, P(continue)
     model.decode(state)                       -> (..., H, W, 3) uint8 back to pixels, for looking
+    model.reward_from_features(f), model.cont_from_features(f)  the same heads on features already computed
+    model.loss(batch)                         -> (total, metrics, posterior states (B, T, ...))
+    model.configure_optimizers()              -> the model's own optimizer (its paper's learning rate)
 
 Attributes: ``feature_dim``, ``action_dim``, ``discrete`` (actions are one-hot of size ``action_dim``),
-``image_size``.
+``image_size``, and the gradient clipping the model trains with: ``grad_clip`` (None: none) applied by
+``grad_clip_algorithm`` ("norm" or "value", as Lightning's ``clip_gradients``).
+
+Agent heads (agents/) reach a model through these and nothing else, so every head works on every model.
+``observe_step`` below is the one place where a head filters the newest frame of N environments.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ class WorldModel(Protocol):
     action_dim: int
     discrete: bool
     image_size: int
+    grad_clip: float | None
+    grad_clip_algorithm: str
 
     def initial(self, batch_size: int) -> State: ...
 
@@ -52,6 +61,40 @@ class WorldModel(Protocol):
     def cont(self, state: State) -> Tensor: ...
 
     def decode(self, state: State) -> Tensor: ...
+
+    def reward_from_features(self, features: Tensor) -> Tensor:
+        """features (..., F) -> predicted reward (...), as ``reward`` of the state they came from."""
+        ...
+
+    def cont_from_features(self, features: Tensor) -> Tensor:
+        """features (..., F) -> P(the episode continues) (...), as ``cont``."""
+        ...
+
+    def loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor], State]:
+        """batch: image (B, T, H, W, 3) uint8, action (B, T, A), reward, is_first, is_terminal (B, T) ->
+        (total loss, detached scalar metrics with a "loss" entry, posterior states (B, T, ...))."""
+        ...
+
+    def configure_optimizers(self) -> torch.optim.Optimizer: ...
+
+
+Carry = tuple[State, Tensor]  # a filter's state between env steps: (posterior (N, ...), last action (N, A))
+
+
+def observe_step(model: WorldModel, obs: Tensor, is_first: Tensor, carry: Carry | None = None) -> State:
+    """Filter the newest frame of N environments: obs (N, H, W, 3) uint8, is_first (N,) bool, ``carry`` the
+    previous posterior and the action taken since (None at the start) -> posterior (N, ...).
+
+    Where ``is_first``, the model starts over from its initial state and the action is zeroed (the
+    convention of worldmodels/__init__.py: the first step of an episode has no action that led to it)."""
+    batch = obs.shape[0]
+    device = obs.device
+    if carry is None:
+        state, action = None, torch.zeros(batch, model.action_dim, device=device)
+    else:
+        state, action = carry
+    action = action.to(device).float() * (~is_first.bool())[:, None].float()
+    return last_step(model.observe(obs[:, None], action[:, None], is_first.bool()[:, None], state))
 
 
 def last_step(states: State) -> State:

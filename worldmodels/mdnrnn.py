@@ -55,14 +55,16 @@ class MDNRNN(L.LightningModule):
         elif vae is None:
             vae = VAE(image_size, z_dim, vae_width)
         self.save_hyperparameters(ignore=["vae"])
-        # Record the VAE's shape so the checkpoint rebuilds it alone; its weights travel in the state_dict.
-        self.hparams.update(image_size=vae.image_size, z_dim=vae.z_dim, vae_width=vae.width)
+        # Record the VAE's shape so the checkpoint (and an agent's world-model spec) rebuilds it alone: its
+        # weights travel in the state_dict, and the hyperparameters name no file.
+        self.hparams.update(image_size=vae.image_size, z_dim=vae.z_dim, vae_width=vae.width, vae_ckpt=None)
         # V is frozen; without dropout or batch norm its train/eval mode (which follows M's) changes nothing.
         self.vae = vae.requires_grad_(False).train(self.training)
         self.z_dim, self.hidden, self.mixtures = vae.z_dim, hidden, mixtures
         self.feature_dim, self.action_dim, self.discrete = self.z_dim + hidden, action_dim, discrete
         self.image_size = vae.image_size
         self.temperature, self.lr, self.grad_clip = temperature, lr, grad_clip  # attributes: see vae.py
+        self.grad_clip_algorithm = "value"  # rnn.py clips each gradient element
         self.on_nonfinite = on_nonfinite
         self.lstm = nn.LSTMCell(self.z_dim + action_dim, hidden)
         # per z dimension: K mixture logits, K means, K log standard deviations (rnn.py)
@@ -107,6 +109,18 @@ class MDNRNN(L.LightningModule):
         """state (...) -> 1 - P(done) (...)."""
         return torch.sigmoid(-self.done_head(state["h"]).squeeze(-1))
 
+    def reward_from_features(self, features: Tensor) -> Tensor:
+        """features [z, h] (..., Z + H) -> predicted reward (...), read from h as ``reward``."""
+        return self.reward(self._split(features))
+
+    def cont_from_features(self, features: Tensor) -> Tensor:
+        """features [z, h] (..., Z + H) -> 1 - P(done) (...), as ``cont``."""
+        return self.cont(self._split(features))
+
+    def _split(self, features: Tensor) -> State:
+        z, h = features.split([self.z_dim, self.hidden], -1)
+        return {"z": z, "h": h}
+
     def decode(self, state: State) -> Tensor:
         """state (...) -> images uint8 (..., H, W, 3)."""
         return self.vae.decode(state["z"])
@@ -147,15 +161,16 @@ class MDNRNN(L.LightningModule):
             z_prev = z[:, t]
         return torch.stack(hs, 1), torch.stack(cs, 1)
 
-    def losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """A batch (B, T, ...) -> scalar terms: loss, z_nll (per z dimension, as in rnn.py), reward_mse,
-        done_bce."""
+    def loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor], State]:
+        """A batch (B, T, ...) -> (total loss, detached scalar terms, states (B, T, ...)), as every world
+        model's ``loss`` (worldmodels/interface.py). Terms: loss, z_nll (per z dimension, as in rnn.py),
+        reward_mse, done_bce; the states hold the sampled codes z the loss was computed on."""
         images, is_first = batch["image"], batch["is_first"].bool()
         with torch.no_grad():
             mu, logvar = self.vae.encode(images)
             # official rnn_train.py trains on sampled codes: z = mu + exp(logvar / 2) * eps
             z = Normal(mu, (0.5 * logvar).exp()).sample()
-        h, _ = self._recur(z, self._actions(batch["action"]), is_first, self.initial(images.shape[0]))
+        h, c = self._recur(z, self._actions(batch["action"]), is_first, self.initial(images.shape[0]))
         # A window that starts mid-episode has no history at its first step: score that step only where it
         # opens an episode (then the model learns the distribution of first frames).
         valid = torch.ones_like(is_first)
@@ -167,14 +182,16 @@ class MDNRNN(L.LightningModule):
         done_bce = F.binary_cross_entropy_with_logits(done, batch["is_terminal"].float(), reduction="none")
         terms = {"z_nll": z_nll, "reward_mse": reward_mse, "done_bce": done_bce}
         terms = {k: (v * valid).sum() for k, v in terms.items()}
-        return {"loss": sum(terms.values()), **terms}
+        total = sum(terms.values())
+        metrics = {"loss": total.detach(), **{k: v.detach() for k, v in terms.items()}}
+        return total, metrics, {"z": z, "h": h, "c": c}
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
-        terms = self.losses(batch)
-        if not check_finite(terms, self.global_step, self.on_nonfinite):
+        total, metrics, _ = self.loss(batch)
+        if not check_finite(metrics, self.global_step, self.on_nonfinite):
             return None  # skip this batch
-        self.log_dict({f"train/{k}": v for k, v in terms.items()}, prog_bar=True)
-        return terms["loss"]
+        self.log_dict({f"train/{k}": v for k, v in metrics.items()}, prog_bar=True)
+        return total
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.parameters() if p.requires_grad]  # the VAE stays frozen
@@ -188,5 +205,3 @@ class MDNRNN(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["model_class"] = "worldmodels.mdnrnn.MDNRNN"
-        # The VAE's weights are in the state_dict: the checkpoint reloads without the VAE file.
-        checkpoint["hyper_parameters"]["vae_ckpt"] = None

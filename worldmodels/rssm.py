@@ -24,7 +24,6 @@ Bernoulli cross-entropy on ``1 - is_terminal`` (DreamerV1, DreamerV3; PlaNet has
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import lightning as L
@@ -34,6 +33,7 @@ from einops import pack, rearrange, unpack
 from torch import Tensor, nn
 
 from encoders.conv import ConvDecoder, ConvEncoder, num_stages
+from encoders.mlp import dense, mlp
 from encoders.pixels import to_float, to_uint8
 from worldmodels.distributions import (
     BINS,
@@ -124,21 +124,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _dense(style: str, in_dim: int, out_dim: int) -> list[nn.Module]:
-    """A hidden layer: Linear + ELU (PlaNet, DreamerV1) or Linear + LayerNorm + SiLU (DreamerV3)."""
-    if style == "dreamerv1":
-        return [nn.Linear(in_dim, out_dim), nn.ELU()]
-    return [nn.Linear(in_dim, out_dim, bias=False), nn.LayerNorm(out_dim), nn.SiLU()]
-
-
-def mlp(style: str, in_dim: int, hidden: int, layers: int, out_dim: int) -> nn.Sequential:
-    """(..., in_dim) -> (..., out_dim) through ``layers`` hidden layers of ``hidden`` units (``_dense``)."""
-    mods: list[nn.Module] = []
-    for i in range(layers):
-        mods += _dense(style, in_dim if i == 0 else hidden, hidden)
-    return nn.Sequential(*mods, nn.Linear(hidden if layers else in_dim, out_dim))
-
-
 class LayerNormGRUCell(nn.Module):
     """GRU cell with one LayerNorm over all gates and the update gate biased to keep the state (DreamerV3
     code, ``RSSM._gru``). x (B, I), h (B, H) -> h (B, H)."""
@@ -215,10 +200,13 @@ class RSSM(L.LightningModule):
         except ValueError as e:
             raise ConfigError(f"RSSM {e}") from e
         self.save_hyperparameters()
+        # The saved hyperparameters show the values in force, not the None that means "the preset's".
+        self.hparams.update({k: cfg[k] for k in overrides})
         self.on_nonfinite = (
             on_nonfinite  # a NaN/inf loss: "stop" with an error naming the term, "skip" the batch
         )
         self.config = cfg
+        self.grad_clip, self.grad_clip_algorithm = cfg["grad_clip"], "norm"  # the interface's clipping
         self.image_size, self.action_dim, self.discrete = image_size, action_dim, discrete
         style, hidden_dim, self.categorical = cfg["style"], cfg["hidden"], cfg["classes"] > 0
         self.stoch_dim = cfg["stoch"] * max(cfg["classes"], 1)  # flattened z
@@ -226,12 +214,12 @@ class RSSM(L.LightningModule):
         stats_dim = self.stoch_dim if self.categorical else 2 * cfg["stoch"]
 
         self.encoder = ConvEncoder(image_size, cfg["cnn_depth"], style, channels_last)
-        self.img_in = nn.Sequential(*_dense(style, self.stoch_dim + action_dim, hidden_dim))
+        self.img_in = nn.Sequential(*dense(style, self.stoch_dim + action_dim, hidden_dim))
         gru = nn.GRUCell if style == "dreamerv1" else LayerNormGRUCell
         self.cell = gru(hidden_dim, cfg["deter"])
-        self.img_out = nn.Sequential(*_dense(style, cfg["deter"], hidden_dim))
+        self.img_out = nn.Sequential(*dense(style, cfg["deter"], hidden_dim))
         self.img_stats = nn.Linear(hidden_dim, stats_dim)
-        self.obs_out = nn.Sequential(*_dense(style, cfg["deter"] + self.encoder.out_dim, hidden_dim))
+        self.obs_out = nn.Sequential(*dense(style, cfg["deter"] + self.encoder.out_dim, hidden_dim))
         self.obs_stats = nn.Linear(hidden_dim, stats_dim)
 
         self.decoder = ConvDecoder(self.feature_dim, image_size, cfg["cnn_depth"], style, channels_last)
@@ -441,26 +429,8 @@ class RSSM(L.LightningModule):
         self, optimizer: torch.optim.Optimizer, *args: Any, **kwargs: Any
     ) -> None:
         self.clip_gradients(
-            optimizer, gradient_clip_val=self.config["grad_clip"], gradient_clip_algorithm="norm"
+            optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm=self.grad_clip_algorithm
         )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["model_class"] = "worldmodels.rssm.RSSM"
-
-
-# RSSM arguments an agent's `model_overrides` may set (sizes, optimizer, compile); the rest come from the agent
-AGENT_KEYS = ("preset", "image_size", "action_dim", "discrete", "on_nonfinite")
-OVERRIDE_KEYS = tuple(k for k in inspect.signature(RSSM).parameters if k not in AGENT_KEYS)
-
-
-def build_rssm(
-    preset: str, image_size: int, action_dim: int, discrete: bool, overrides: dict[str, Any] | None = None
-) -> RSSM:
-    """An agent head's RSSM. Agents build it through this function, not inline in their ``__init__``:
-    Lightning's ``save_hyperparameters`` walks up the ``__init__`` frames of enclosing LightningModules and
-    would record the agent's arguments as the RSSM's hyperparameters."""
-    overrides = dict(overrides or {})
-    unknown = sorted(set(overrides) - set(OVERRIDE_KEYS))
-    if unknown:
-        raise ConfigError(f"model_overrides {unknown} are unknown; use some of {list(OVERRIDE_KEYS)}")
-    return RSSM(preset, image_size=image_size, action_dim=action_dim, discrete=discrete, **overrides)

@@ -5,7 +5,7 @@
     worldmodels info DIR                                  summarize an episode store or a video folder
     worldmodels fit -c configs/RECIPE.yaml [--key value]  train a world model (LightningCLI)
     worldmodels dream --ckpt CKPT --data DIR --out dream.mp4   open-loop dreams next to the truth
-    worldmodels agent controller|planet|dreamer -c configs/RECIPE.yaml   train an agent head
+    worldmodels agent controller|planet|dreamer -c configs/RECIPE.yaml   train an agent head on a world model
     worldmodels eval --ckpt CKPT --env SPEC --episodes N [--video out.mp4]  evaluate a trained agent
 
 Errors a user can cause print one line (what, which file, what to do) and exit with status 2.
@@ -114,35 +114,69 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 def cmd_dream(args: argparse.Namespace) -> None:
-    from worldmodels.dream_cli import run_dream
+    from cli.dream import run_dream
 
     run_dream(args)
 
 
-def cmd_eval(args: argparse.Namespace) -> None:
-    from agents.evaluate import run_eval  # the CLI reaches agents lazily: worldmodels never imports agents
+def cmd_eval(args: argparse.Namespace) -> list[float]:
+    import torch
 
-    run_eval(args)
+    from agents.evaluate import evaluate, load_agent, trained_action_repeat
+
+    if not torch.cuda.is_available():
+        # acting on one frame at a time, extra CPU threads only spin (40x slower on a busy 2-core machine)
+        torch.set_num_threads(1)
+    agent = load_agent(args.ckpt)
+    action_repeat = args.action_repeat or trained_action_repeat(args.ckpt, args.env)
+    returns, videos = evaluate(agent, args.env, args.episodes, args.size, action_repeat, args.seed)
+    print(f"{args.env}: return {np.mean(returns):.1f} +- {np.std(returns):.1f} over {len(returns)} episodes")
+    if args.video:
+        from worldmodels.dreaming import write_video
+
+        write_video(args.video, np.concatenate(videos), fps=30)
+        print(f"video: {args.video}")
+    return returns
 
 
-AGENTS = ("controller", "planet", "dreamer")
+AGENTS = {  # name -> what it is, one line each for `worldmodels agent --help`
+    "controller": "World Models C: a linear/MLP policy on a trained model's features, evolved by CMA-ES",
+    "planet": "PlaNet: latent MPC (CEM / MPPI / random shooting) inside a world model, trained online or offline",
+    "dreamer": "Dreamer: an actor-critic learned in a world model's imagination, online or offline",
+}
+AGENT_USAGE = "usage: worldmodels agent {controller,planet,dreamer} -c configs/RECIPE.yaml [--key value ...]"
 
 
 def cmd_agent(argv: list[str]) -> None:
-    """`worldmodels agent NAME ...` hands the rest of the command line to ``agents.NAME.main``."""
-    if not argv or argv[0] not in AGENTS:
+    """`worldmodels agent NAME ...` hands the rest of the command line to that head's command."""
+    if argv[:1] in (["-h"], ["--help"]):
         print(
-            f"usage: worldmodels agent {{{','.join(AGENTS)}}} -c configs/RECIPE.yaml [--key value ...]",
-            file=sys.stderr,
+            AGENT_USAGE
+            + "\n\nTrain an agent head on a world model (`worldmodels agent NAME --help` for its options):"
         )
+        for name, line in AGENTS.items():
+            print(f"  {name:<11} {line}")
+        return
+    if not argv or argv[0] not in AGENTS:
+        print(AGENT_USAGE, file=sys.stderr)
         sys.exit(2)
+    name, rest = argv[0], argv[1:]
+    prog = f"worldmodels agent {name}"
+    if name == "controller":
+        from agents.controller import parse_config, train
+
+        train(parse_config(rest))
+        return
     import importlib
 
-    importlib.import_module(f"agents.{argv[0]}").main(argv[1:])
+    from cli.lightning import agent_cli
+
+    agent_class = {"planet": "PlaNetAgent", "dreamer": "DreamerAgent"}[name]
+    agent_cli(getattr(importlib.import_module(f"agents.{name}"), agent_class), rest, prog, AGENTS[name])
 
 
 def cmd_fit(argv: list[str]) -> None:
-    from worldmodels.fit import fit_cli
+    from cli.lightning import fit_cli
 
     fit_cli(argv)
 
@@ -227,9 +261,6 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if argv and argv[0] == "fit":
             cmd_fit(argv[1:])
-            return
-        if argv and argv[0] == "agent":
-            cmd_agent(argv[1:])
             return
         if argv and argv[0] == "agent":
             cmd_agent(argv[1:])

@@ -1,6 +1,6 @@
 """A tiny pixel task for learning tests: steer a dot to the middle of a line, seen as a 16x16 image.
 
-Registered on import as ``PixelPoint-v0``; use the env spec ``tests.pixel_point:PixelPoint-v0``.
+Registered on import as ``PixelPoint-v0``; use the env spec ``worldmodels.pixel_point:PixelPoint-v0``.
 State x in [-1, 1] starts uniformly at random; action a in [-1, 1] moves it by 0.25 a; reward 1 - |x| per
 step; 30 steps. A random policy scores about 14.5, steering to the middle and staying there about 29.5.
 """

@@ -1,0 +1,179 @@
+"""`worldmodels fit` and `worldmodels agent planet|dreamer`: LightningCLI over the toolkit's modules.
+
+    worldmodels fit -c configs/rssm_dmc.yaml --data.path data/cartpole --trainer.max_steps 10000
+    worldmodels fit -c configs/rssm_dmc.yaml --ckpt_path last        # resume the run in trainer.default_root_dir
+    worldmodels agent dreamer -c configs/dreamer_walker.yaml --world_model.ckpt runs/fit/checkpoints/last.ckpt
+
+The model's ``action_dim``, ``discrete`` and ``image_size`` are taken from the data. Every run writes into
+``trainer.default_root_dir`` (default ``runs/fit``): ``checkpoints/`` (``last.ckpt`` plus periodic ones),
+TensorBoard events and ``csv/version_N/metrics.csv``; the TensorBoard logs show open-loop dream videos during
+training.
+
+Agent runs add three top-level keys (recipe or command line): ``world_model`` (``{ckpt: PATH}`` or
+``{class_path: ..., init_args: {...}}``, the head's default model when absent; ``ckpt`` wins when both are
+given, so ``--world_model.ckpt`` overrides a recipe's fresh model), ``train_world_model`` (fine-tune the model
+online, or keep it frozen) and ``offline`` (learn from ``data.path`` alone, no environment). The run's image
+size (``data.size``) defaults to the loaded model's.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from agents.online import EnvLoop, OnlineDataModule
+from worldmodels.checkpoints import checkpoint_spec
+from worldmodels.data import SequenceDataModule
+from worldmodels.dreaming import DreamVideoCallback
+from worldmodels.guards import AtomicCheckpointIO, RNGState
+from worldmodels.interface import WorldModel
+
+warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
+
+
+class WorldModelCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        model = "model.init_args" if self.subclass_mode_model else "model"
+        for key in ("action_dim", "discrete", "image_size"):
+            parser.link_arguments(f"data.{key}", f"{model}.{key}", apply_on="instantiate")
+        parser.add_argument("--checkpoint_every", type=int, default=500, help="save last.ckpt every N steps")
+        parser.add_argument(
+            "--dream_every", type=int, default=1000, help="log a dream video every N steps (0: off)"
+        )
+
+    def options(self) -> Any:
+        return self.config[self.subcommand] if self.subcommand else self.config
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> L.Trainer:
+        root = Path(config.get("default_root_dir") or "runs/fit")
+        config["default_root_dir"] = str(root)
+        config.setdefault("plugins", None)
+        if config["plugins"] is None:
+            config["plugins"] = [AtomicCheckpointIO()]  # a kill while saving leaves the previous checkpoint
+        if config.get("logger") in (None, True):
+            # TensorBoard events go to one fixed dir, so a resumed run continues the same curves; the CSV logger
+            # would overwrite metrics.csv there, so each (re)start gets its own csv/version_N/metrics.csv.
+            config["logger"] = [TensorBoardLogger(root, name="", version=""), CSVLogger(root, name="csv")]
+        options = self.options()
+        callbacks = list(callbacks) + [
+            RNGState(),
+            ModelCheckpoint(
+                dirpath=root / "checkpoints",
+                filename="step{step}",
+                auto_insert_metric_name=False,
+                every_n_train_steps=options["checkpoint_every"],
+                save_last=True,
+                save_top_k=-1,
+            ),
+        ]
+        if options["dream_every"] > 0 and isinstance(self.model, WorldModel):  # a VAE or an agent does not
+            callbacks.append(DreamVideoCallback(every_n_steps=options["dream_every"]))
+        return super()._instantiate_trainer(config, callbacks)
+
+
+def fit_cli(argv: list[str]) -> None:
+    """Run LightningCLI's `fit` with our DataModule and any LightningModule from worldmodels."""
+    WorldModelCLI(
+        model_class=L.LightningModule,
+        subclass_mode_model=True,
+        datamodule_class=SequenceDataModule,
+        args=["fit", *argv],
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={"default_root_dir": "runs/fit", "log_every_n_steps": 10},
+        auto_configure_optimizers=False,
+    )
+
+
+def world_model_from(ckpt: str | None, class_path: str | None, init_args: dict | None) -> dict | None:
+    """The ``world_model`` keys -> the spec an agent is built with (worldmodels/checkpoints.py); ckpt wins."""
+    if ckpt:
+        return {"ckpt": ckpt}
+    if class_path:
+        return {"class_path": class_path, "init_args": init_args or {}}
+    return None
+
+
+class AgentCLI(WorldModelCLI):
+    """The agent heads' command line: ``world_model``, ``train_world_model``, ``offline`` and ``ckpt_path``
+    beside the model, data and trainer sections (module docstring)."""
+
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        super().add_arguments_to_parser(parser)
+        parser.add_argument(
+            "--world_model.ckpt",
+            type=str | None,
+            default=None,
+            help="a checkpoint of `worldmodels fit` or of an agent run: the world model this head reuses",
+        )
+        parser.add_argument(
+            "--world_model.class_path",
+            type=str | None,
+            default=None,
+            help="a fresh world model instead: e.g. worldmodels.rssm.RSSM (default: the head's own)",
+        )
+        parser.add_argument("--world_model.init_args", type=dict | None, default=None, help="its arguments")
+        parser.add_argument(
+            "--train_world_model",
+            type=bool,
+            default=True,
+            help="fine-tune the world model (true) or keep it frozen (false)",
+        )
+        parser.add_argument(
+            "--offline",
+            type=bool,
+            default=False,
+            help="learn from data.path alone (a store, or videos with sidecar actions and rewards): no env",
+        )
+        parser.add_argument(
+            "--ckpt_path", type=str | None, default=None, help="resume a run: last, or a .ckpt path"
+        )
+        keys = ("world_model.ckpt", "world_model.class_path", "world_model.init_args")
+        parser.link_arguments(keys, "model.world_model", compute_fn=world_model_from)
+        parser.link_arguments("train_world_model", "model.train_world_model")
+        parser.link_arguments("offline", "data.offline")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.options()
+        if config.data.size is None and config.world_model.ckpt:  # the run's images: the model's size
+            config.data.size = checkpoint_spec(config.world_model.ckpt)["init_args"]["image_size"]
+
+
+class PrintHyperparameters(L.Callback):
+    """Print the agent's hyperparameters in force once, before training (the recipe's nulls resolved)."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            hparams = {k: v for k, v in pl_module.hparams.items() if not k.startswith("_")}
+            text = yaml.safe_dump({"model": hparams}, sort_keys=False, default_flow_style=None)
+            print(f"{type(pl_module).__name__} hyperparameters in force:\n{text}", flush=True)
+
+
+def agent_cli(agent_class: type[L.LightningModule], argv: list[str], prog: str, description: str) -> None:
+    """`worldmodels agent NAME -c RECIPE.yaml`: LightningCLI over ``agent_class`` and ``OnlineDataModule``,
+    with the env loop, checkpoints (``--ckpt_path last`` resumes) and TensorBoard/CSV logs of `worldmodels fit`."""
+    # Lightning warns that manual optimization checkpoints hold the state after the step: that is what we want.
+    warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+    cli = AgentCLI(
+        model_class=agent_class,
+        datamodule_class=OnlineDataModule,
+        args=argv,
+        run=False,
+        parser_kwargs={"prog": prog, "description": description},
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={
+            "default_root_dir": f"runs/{agent_class.__name__.lower()}",
+            "log_every_n_steps": 10,
+            "callbacks": [EnvLoop(), PrintHyperparameters()],
+            "max_steps": -1,
+            "max_epochs": -1,  # replay is an endless stream: stop by max_steps or data.max_env_steps
+        },
+        auto_configure_optimizers=False,
+    )
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
