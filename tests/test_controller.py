@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+import cli.main as cli
 from agents.controller import (
     STATE_FILE,
     Controller,
@@ -19,12 +20,12 @@ from agents.controller import (
     RealFitness,
     dream_returns,
     evolve,
-    main,
     parse_config,
     rollout,
+    train,
 )
 from agents.evaluate import load_agent
-from worldmodels import cli, envs
+from worldmodels import envs
 from worldmodels.collect import collect
 from worldmodels.errors import ConfigError
 from worldmodels.interface import State
@@ -33,6 +34,13 @@ from worldmodels.rssm import RSSM
 from worldmodels.vae import VAE
 
 SIZE = 16
+
+
+def controller_main(argv: list[str]) -> None:
+    """`worldmodels agent controller ARGV` in this process."""
+    train(parse_config(argv))
+
+
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
@@ -305,7 +313,7 @@ def test_patience_ends_an_episode_after_steps_without_progress(checkpoints: dict
     assert rollout(agent, env, seed=0) == pytest.approx(3.0 - 0.1 * 97)  # without it: all 100 steps
     assert rollout(agent, env, seed=0, patience=5, max_steps=4) == pytest.approx(2.0 - 0.1 * 2)
     with pytest.raises(ConfigError, match="patience"):
-        main(["--model", checkpoints["mdnrnn"], "--env", "Pendulum-v1", "--patience", "0"])
+        controller_main(["--model", checkpoints["mdnrnn"], "--env", "Pendulum-v1", "--patience", "0"])
 
 
 def _recipe(tmp_path: Path, text: str) -> str:
@@ -324,7 +332,7 @@ def test_cli_real_fitness_then_worldmodels_eval(
         "population: 4\nrollouts: 1\ngenerations: 2\neval_every: 1\neval_rollouts: 1\n"
         f"size: {SIZE}\nmax_steps: 8\nprogress: false\n",
     )
-    main(["-c", recipe])
+    controller_main(["-c", recipe])
     ckpt = out / "controller.ckpt"
     agent = load_agent(ckpt)
     assert isinstance(agent, ControllerAgent) and (agent.action_dim, agent.discrete, agent.image_size) == (
@@ -352,7 +360,7 @@ def test_cli_dream_fitness_on_any_world_model(
 ) -> None:
     """The same code evolves a controller on an MDN-RNN or an RSSM, through the shared interface."""
     out = tmp_path / kind
-    main(
+    controller_main(
         [
             "-c",
             str(CONFIGS / "controller_carracing_dream.yaml"),
@@ -393,7 +401,7 @@ def test_cli_dream_fitness_on_any_world_model(
     assert action.shape == (2, 1)
     if kind == "rssm":
         with pytest.raises(ConfigError, match="no sampling temperature"):
-            main(
+            controller_main(
                 [
                     "-c",
                     str(CONFIGS / "controller_carracing_dream.yaml"),

@@ -318,7 +318,7 @@ def test_world_model_sizes_and_hyperparameters_survive_a_checkpoint_round_trip(t
 def test_bad_settings_raise_config_errors():
     with pytest.raises(ConfigError, match="version 'v2'"):
         DreamerAgent(version="v2", image_size=SIZE)
-    with pytest.raises(ConfigError, match=r"RSSM\(preset, depth\)"):
+    with pytest.raises(ConfigError, match=r"RSSM has no argument \['depth'\]; it takes \['preset', "):
         DreamerAgent(world_model=rssm_spec(depth=8), image_size=SIZE)
     with pytest.raises(ConfigError, match="actor_grad='straight'"):
         DreamerAgent(world_model=rssm_spec(**TINY_V3), image_size=SIZE, actor_grad="straight")

@@ -41,6 +41,7 @@ class ShiftDynamics:
     """
 
     image_size = SIZE
+    grad_clip, grad_clip_algorithm = None, "norm"
 
     def setup_dynamics(self, discrete: bool) -> None:
         self.discrete = discrete
@@ -70,6 +71,17 @@ class ShiftDynamics:
     def cont(self, state):
         return torch.ones(state["image"].shape[:-3])
 
+    def reward_from_features(self, features):
+        return features.mean(-1)  # = reward: features are the image / 255
+
+    def cont_from_features(self, features):
+        return torch.ones(features.shape[:-1])
+
+    def loss(self, batch):
+        states = self.observe(batch["image"], batch["action"], batch["is_first"])
+        total = (states["image"] / 255 - 0.5).pow(2).mean()
+        return total, {"loss": total.detach()}, states
+
     def decode(self, state):
         return state["image"].round().clamp(0, 255).to(torch.uint8)
 
@@ -78,6 +90,9 @@ class ShiftModel(ShiftDynamics, nn.Module):
     def __init__(self, discrete: bool = False) -> None:
         super().__init__()
         self.setup_dynamics(discrete)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
 
 
 def shifting_batch(batch: int = 3, length: int = 12, discrete: bool = False, seed: int = 0) -> dict:
@@ -232,11 +247,7 @@ class ShiftLit(ShiftDynamics, lightning.LightningModule):
         return {"image": images.float() * self.gain}
 
     def training_step(self, batch, batch_idx):
-        return (
-            (self.observe(batch["image"], batch["action"], batch["is_first"])["image"] / 255 - 0.5)
-            .pow(2)
-            .mean()
-        )
+        return self.loss(batch)[0]
 
     def validation_step(self, batch, batch_idx):
         pass

@@ -165,6 +165,9 @@ def _build(spec: dict[str, Any], data: dict[str, Any]) -> L.LightningModule:
     except (ImportError, AttributeError) as e:
         raise ConfigError(f"world_model: cannot import {name} ({e}); use e.g. worldmodels.rssm.RSSM") from e
     accepted = inspect.signature(cls).parameters
+    unknown = sorted(set(init_args) - set(accepted))
+    if unknown:
+        raise ConfigError(f"world_model: {cls.__name__} has no argument {unknown}; it takes {list(accepted)}")
     for key, value in data.items():
         if key in accepted and value is not None:
             init_args.setdefault(key, value)
