@@ -89,11 +89,20 @@ class PlaNetAgent(WorldModelHead):
             ensemble_scale=ensemble_scale,
             value_fn=self.value if value_critic else None,
         )
-        self.hparams["planner_options"] = {
-            "horizon": self.planner.horizon,
-            "candidates": self.planner.candidates,
+        in_force = (
+            "horizon",
+            "candidates",
+            "iterations",
+            "top_k",
+            "gamma",
+            "beta",
+            "noise_std",
+            "warm_start",
+        )
+        self.hparams["planner_options"] = {  # the values in force, the planner's defaults resolved
+            **{k: getattr(self.planner, k) for k in in_force if hasattr(self.planner, k)},
             **options,
-        }  # the values in force
+        }
         self.noise = exploration_noise
         self.aux_lr = aux_lr
 

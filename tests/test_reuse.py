@@ -180,6 +180,23 @@ def test_planet_fine_tunes_a_fit_checkpoint_online_and_eval_runs_it(fitted):
     assert model.image_size == SIZE and model.action_dim == 1
 
 
+def test_planet_learns_its_terminal_value_offline_on_a_frozen_fit_checkpoint(fitted):
+    ckpt = agent_run(
+        "planet", "planet_tiny.yaml", fitted["root"] / "planet_offline",
+        "--world_model.ckpt", str(fitted["ckpt"]), "--offline", "true", "--train_world_model", "false",
+        "--model.value_critic", "true", "--data.path", str(fitted["videos"]), "--trainer.max_steps", "5",
+        "--model.planner_options", "{horizon: 3, candidates: 20, iterations: 2, top_k: 4}",
+    )  # fmt: skip
+    checkpoint = torch.load(ckpt, weights_only=False)
+    assert checkpoint["global_step"] == 5
+    hparams = checkpoint["hyper_parameters"]  # the values in force, the planner's defaults resolved
+    assert hparams["planner_options"]["horizon"] == 3 and hparams["exploration_noise"] == 0.3
+    assert hparams["planner_options"]["warm_start"] is False  # a CEM default, not given in the recipe
+    fit = torch.load(fitted["ckpt"], weights_only=False)["state_dict"]
+    assert all(torch.equal(checkpoint["state_dict"][f"world_model.{k}"], v) for k, v in fit.items())
+    assert any(k.startswith("critic.") for k in checkpoint["state_dict"])
+
+
 def test_a_checkpoint_of_another_action_space_is_refused_naming_both(fitted, tmp_path):
     result = run_cli(
         "agent", "dreamer", "-c", "configs/dreamer_tiny.yaml", "--world_model.ckpt", str(fitted["ckpt"]),
