@@ -71,6 +71,9 @@ class WorldModelCLI(LightningCLI):
                 every_n_train_steps=options["checkpoint_every"],
                 save_last=True,
                 save_top_k=-1,
+                # a fresh run in an old folder replaces last.ckpt instead of writing last-v1.ckpt beside it, so
+                # `dream`/`eval` on .../last.ckpt read the newest model (each save is atomic: AtomicCheckpointIO)
+                enable_version_counter=False,
             ),
         ]
         if options["dream_every"] > 0 and isinstance(self.model, WorldModel):  # a VAE or an agent does not

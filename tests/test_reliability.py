@@ -113,6 +113,30 @@ def test_fit_killed_with_sigkill_resumes_from_its_last_checkpoint(tmp_path):
     assert abs(resumed_start - end) < 0.25 * (start - end), (start, end, resumed_start)  # no jump back
 
 
+def test_a_fresh_run_into_an_old_folder_replaces_last_ckpt(tmp_path):
+    store = EpisodeStore(tmp_path / "data", create=True)
+    for episode in moving_squares(episodes=3, length=20, size=16):
+        store.add(episode)
+    run = tmp_path / "run"
+    args = ["fit", "-c", "configs/tiny_rssm.yaml", "--data.path", str(store.root)]
+    args += [
+        "--trainer.default_root_dir",
+        str(run),
+        "--checkpoint_every",
+        "4",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
+    for steps in ("8", "4"):  # the second run is shorter and starts over (no --ckpt_path)
+        result = run_cli(*args, "--trainer.max_steps", steps)
+        assert result.returncode == 0, result.stderr[-2000:]
+    checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert checkpoints == ["last.ckpt", "step4.ckpt", "step8.ckpt"]  # no last-v1.ckpt, no step4-v1.ckpt
+    assert (
+        torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+    )  # the new run
+
+
 def test_same_seed_gives_the_same_losses(tmp_path):
     store = EpisodeStore(tmp_path / "data", create=True)
     for episode in moving_squares(episodes=4, length=20, size=16):

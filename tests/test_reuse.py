@@ -225,13 +225,10 @@ def test_dreamer_learns_pixel_point_offline_from_random_episodes_and_beats_rando
     (random about 14.5 on these seeds, steering to the middle about 29.5)."""
     store = tmp_path / "store"
     collect(POINT, 150, store, size=SIZE, action_repeat=1, seed=0)
-    world_model = (
-        "{class_path: worldmodels.rssm.RSSM, init_args: {preset: dreamerv3-XS, deter: 64, stoch: 8, "
-        "classes: 8, hidden: 64, mlp_layers: 1, cnn_depth: 8, lr: 0.001}}"
-    )
+    sizes = "{preset: dreamerv3-XS, deter: 64, stoch: 8, classes: 8, hidden: 64, mlp_layers: 1, cnn_depth: 8, lr: 0.001}"
     ckpt = agent_run(
         "dreamer", "dreamer_tiny.yaml", tmp_path / "run", "--offline", "true", "--data.path", str(store),
-        "--world_model", world_model, "--model.horizon", "10", "--model.hidden", "64",
+        "--world_model.init_args", sizes, "--model.horizon", "10", "--model.hidden", "64",
         "--model.actor_lr", "3e-4", "--model.critic_lr", "3e-4", "--data.batch_size", "16",
         "--trainer.max_steps", "1500", "--checkpoint_every", "500",
     )  # fmt: skip
