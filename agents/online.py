@@ -92,54 +92,17 @@ class OnlineDataModule(SequenceDataModule):
         replay_budget_mb: int = 2048,
     ) -> None:
         self.env_spec, self.num_envs, self.offline = env, num_envs, offline
-        if offline:  # no env: the store (or video folder) is the replay, as it is
-            super().__init__(
-                path,
-                batch_size=batch_size,
-                length=length,
-                size=size,
-                workers=workers,
-                seed=seed,
-                replay_budget_mb=replay_budget_mb,
-            )
-            self.action_repeat, self.ratio_schedule, self.max_env_steps, self._envs = (
-                action_repeat,
-                None,
-                None,
-                None,
-            )
-            return
-        if env is None:
-            raise ConfigError(
-                f"OnlineDataModule(path={path!r}) has no env: give data.env (e.g. dmc:walker-walk), or learn from "
-                "the store alone with --offline true"
-            )
-        size = size or 64
-        self.action_repeat = action_repeat or envs.default_action_repeat(env)
+        self.action_repeat, self.max_env_steps, self.ratio_schedule = action_repeat, None, None
         self.train_every, self.collect_episodes, self.collect_steps = (
             train_every,
             collect_episodes,
             collect_steps,
         )
-        self.max_env_steps = max_env_steps
-        if collect_episodes <= 0 and collect_steps <= 0 and train_ratio is None:
-            raise ConfigError(
-                f"OnlineDataModule(env={env!r}) collects nothing: set collect_episodes, collect_steps or "
-                "train_ratio to a positive number"
-            )
-        self.ratio_schedule = (
-            TrainRatio(train_ratio, batch_size * length, num_envs) if train_ratio is not None else None
-        )
-        store_size = len(EpisodeStore(path)) if Path(path).is_dir() else 0
-        if store_size < seed_episodes:
-            collect_random(
-                env,
-                seed_episodes - store_size,
-                path,
-                size=size,
-                action_repeat=self.action_repeat,
-                seed=seed,
-                workers=min(num_envs, seed_episodes - store_size),
+        self._envs: Any = None
+        if not offline:  # offline, the store (or video folder) at path is the replay as it is
+            size = size or 64
+            self._prepare_online(
+                path, size, seed_episodes, train_ratio, max_env_steps, batch_size * length, seed
             )
         super().__init__(
             path,
@@ -150,9 +113,49 @@ class OnlineDataModule(SequenceDataModule):
             seed=seed,
             replay_budget_mb=replay_budget_mb,
         )
-        self.store = EpisodeStore(path, cache_bytes=0)  # the writer's view: counts steps, keeps no episodes
-        self._envs: Any = None
-        self._rng = np.random.default_rng(seed + 1)
+        if not offline:
+            self.store = EpisodeStore(
+                path, cache_bytes=0
+            )  # the writer's view: counts steps, keeps no episodes
+            self._rng = np.random.default_rng(seed + 1)
+
+    def _prepare_online(
+        self,
+        path: str,
+        size: int,
+        seed_episodes: int,
+        train_ratio: float | None,
+        max_env_steps: int | None,
+        batch_steps: int,
+        seed: int,
+    ) -> None:
+        """Check the collection schedule and fill the store with its random seed episodes."""
+        env = self.env_spec
+        if env is None:
+            raise ConfigError(
+                f"OnlineDataModule(path={path!r}) has no env: give data.env (e.g. dmc:walker-walk), or learn from "
+                "the store alone with --offline true"
+            )
+        self.action_repeat = self.action_repeat or envs.default_action_repeat(env)
+        self.max_env_steps = max_env_steps
+        if self.collect_episodes <= 0 and self.collect_steps <= 0 and train_ratio is None:
+            raise ConfigError(
+                f"OnlineDataModule(env={env!r}) collects nothing: set collect_episodes, collect_steps or "
+                "train_ratio to a positive number"
+            )
+        if train_ratio is not None:
+            self.ratio_schedule = TrainRatio(train_ratio, batch_steps, self.num_envs)
+        store_size = len(EpisodeStore(path)) if Path(path).is_dir() else 0
+        if store_size < seed_episodes:
+            collect_random(
+                env,
+                seed_episodes - store_size,
+                path,
+                size=size,
+                action_repeat=self.action_repeat,
+                seed=seed,
+                workers=min(self.num_envs, seed_episodes - store_size),
+            )
 
     # -- counters derived from the store -----------------------------------------------------------------
 
@@ -243,7 +246,7 @@ class OnlineDataModule(SequenceDataModule):
         }
 
     def teardown(self, stage: str) -> None:
-        if getattr(self, "_envs", None) is not None:
+        if self._envs is not None:
             self._envs.close()
             self._envs = None
 
