@@ -131,11 +131,15 @@ def checkpoint_spec(path: str | Path) -> dict[str, Any]:
         return {"class_path": name, "init_args": checkpoint.get("hyper_parameters", {})}
     found = _agent_world_model(checkpoint)
     if found is None:
-        raise CheckpointError(
-            f"{path}: holds no world model (class {name!r}); give a checkpoint of `worldmodels fit` with an RSSM "
-            "or MDN-RNN, or of `worldmodels agent`"
-        )
+        raise _no_world_model(path, name)
     return found[0]
+
+
+def _no_world_model(path: str | Path, name: str | None) -> CheckpointError:
+    return CheckpointError(
+        f"{path}: holds no world model (class {name!r}); give a checkpoint of `worldmodels fit` with an RSSM "
+        "or MDN-RNN, or of `worldmodels agent`"
+    )
 
 
 def _from_checkpoint(path: str | Path, device: str) -> L.LightningModule:
@@ -146,7 +150,7 @@ def _from_checkpoint(path: str | Path, device: str) -> L.LightningModule:
         return model_from_checkpoint_dict(checkpoint["world_model"], device)
     found = _agent_world_model(checkpoint)
     if found is None:
-        checkpoint_spec(path)  # raises the error that names what the file holds
+        raise _no_world_model(path, checkpoint.get("model_class"))
     spec, weights = found
     model = _build(spec, {})
     model.load_state_dict(weights)
