@@ -1,12 +1,20 @@
 """Sequence sampling over episode stores and video folders, and the LightningDataModule that serves it.
 
 A *source* is an ``EpisodeStore`` (worldmodels/store.py) or a ``VideoFolder`` (worldmodels/videos.py); both
-answer ``lengths()``, ``read(index, start, length)``, ``refresh()``, ``action_dim`` and ``discrete``.
+answer ``lengths()``, ``read(index, start, length)``, ``refresh()``, ``action_dim`` and ``discrete``. A store
+also answers ``unfinished()`` and ``read_unfinished(key, start, length)``: the written steps of episodes still
+being collected.
 
 Sampling is uniform over time steps: a window of ``T`` steps starts at a step drawn uniformly from all steps
-of all sources, and when it runs past the end of an episode it continues with the next episode, whose first
-step carries ``is_first=True``. Models reset their state there, so no step is wasted and short episodes
-(shorter than ``T``) are usable.
+of all finished episodes and videos, and when it runs past the end of an episode it continues with the next
+finished one, whose first step carries ``is_first=True``. Models reset their state there, so no step is wasted
+and short episodes (shorter than ``T``) are usable.
+
+Unfinished episodes add their windows too: each of the ``n - T + 1`` windows that lie inside the ``n`` steps
+written so far is drawn with the weight of one step. Such a window never runs past the written steps (they are
+followed by steps not yet on disk, not by an episode start) and never continues into another episode; an
+unfinished episode with fewer than ``T`` written steps gives no window yet. When the episode finishes, its steps
+are sampled like any finished episode's.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from worldmodels.errors import StoreError
-from worldmodels.store import EpisodeStore, is_episode_store
+from worldmodels.store import EpisodeGone, EpisodeStore, is_episode_store
 
 
 class Source(Protocol):
@@ -49,7 +57,7 @@ def open_source(
         return VideoFolder(path, size=size or 64, on_error="skip" if on_corrupt == "warn" else "raise")
     if is_episode_store(path):
         store = EpisodeStore(path, on_corrupt=on_corrupt, cache_bytes=replay_budget_mb << 20)
-        if len(store) == 0:
+        if len(store) == 0 and not store.unfinished():
             raise StoreError(
                 f"{path}: the episode store holds no episodes; run `worldmodels collect --out {path}`"
             )
@@ -89,33 +97,55 @@ class SequenceSampler:
         self._index()
 
     def _index(self) -> None:
+        self._seen = [getattr(s, "generation", None) for s in self.sources]
         self.items = [(s, i) for s in self.sources for i in range(len(s.lengths()))]
         self.item_lengths = np.array([n for s in self.sources for n in s.lengths()], np.int64)
-        if self.item_lengths.sum() == 0:
+        unfinished = [(s, k, n) for s in self.sources for k, n in getattr(s, "unfinished", dict)().items()]
+        self.open_items = [(s, key) for s, key, _ in unfinished]
+        self.open_lengths = np.array([n for _, _, n in unfinished], np.int64)
+        self.open_starts = np.maximum(self.open_lengths - self.length + 1, 0)  # windows inside written steps
+        self.open_ends = np.cumsum(self.open_starts)
+        if self.item_lengths.sum() + self.open_starts.sum() == 0:
             raise StoreError("no steps to sample: every source is empty")
         self.ends = np.cumsum(self.item_lengths)
         self.starts = np.maximum(self.item_lengths - self.length + 1, 0)  # contiguous windows per item
-        if self.contiguous and self.starts.sum() == 0:
+        if self.contiguous and self.starts.sum() + self.open_starts.sum() == 0:
             raise StoreError(
-                f"no episode or video has {self.length} steps; longest has {self.item_lengths.max()}: "
+                f"no episode or video has {self.length} steps; longest has "
+                f"{max(self.item_lengths.max(initial=0), self.open_lengths.max(initial=0))}: "
                 "ask for shorter sequences"
             )
 
     def maybe_refresh(self) -> None:
-        """Pick up episodes a running collector has written since the last look."""
+        """Pick up episodes and chunks a running collector has written since the last look."""
+        changed = False
         if time.monotonic() - self._last_refresh >= self.refresh_every:
             self._last_refresh = time.monotonic()
-            if sum(bool(s.refresh()) for s in self.sources):
-                self._index()
+            changed = sum(bool(s.refresh()) for s in self.sources) > 0
+        if changed or [getattr(s, "generation", None) for s in self.sources] != self._seen:
+            self._index()  # a store also changes when it reads an episode that finished after indexing
 
     def sample(self) -> dict[str, np.ndarray]:
         """One window: image (T, H, W, 3) uint8, action (T, A), reward (T,), is_first/is_last/is_terminal (T,)."""
         self.maybe_refresh()
-        if self.contiguous:
-            item = int(self.rng.choice(len(self.items), p=self.starts / self.starts.sum()))
-            source, index = self.items[item]
-            return source.read(index, int(self.rng.integers(self.starts[item])), self.length)
-        step = int(self.rng.integers(self.ends[-1]))
+        try:
+            if self.contiguous:
+                weights = np.concatenate([self.starts, self.open_starts])
+                item = int(self.rng.choice(len(weights), p=weights / weights.sum()))
+                if item >= len(self.items):
+                    return self._read_open(item - len(self.items), int(self.rng.integers(weights[item])))
+                source, index = self.items[item]
+                return source.read(index, int(self.rng.integers(self.starts[item])), self.length)
+            finished = int(self.ends[-1]) if len(self.ends) else 0
+            step = int(self.rng.integers(finished + int(self.open_starts.sum())))
+            if step >= finished:
+                item = int(np.searchsorted(self.open_ends, step - finished, side="right"))
+                return self._read_open(
+                    item, step - finished - int(self.open_ends[item] - self.open_starts[item])
+                )
+        except EpisodeGone:  # it was closed while this sampler looked elsewhere: index again and redraw
+            self._index()
+            return self.sample()
         item = int(np.searchsorted(self.ends, step, side="right"))
         offset = step - (self.ends[item] - self.item_lengths[item])
         parts, need = [], self.length
@@ -126,6 +156,11 @@ class SequenceSampler:
             need -= take
             item, offset = (item + 1) % len(self.items), 0
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def _read_open(self, item: int, start: int) -> dict[str, np.ndarray]:
+        """The window at ``start`` of unfinished episode ``item``; it ends inside the written steps."""
+        source, key = self.open_items[item]
+        return source.read_unfinished(key, start, self.length)
 
 
 class SequenceDataset(IterableDataset):
