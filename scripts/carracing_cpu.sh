@@ -12,6 +12,11 @@ out="${1:-runs/carracing_cpu}"
 generations="${GENERATIONS:-40}"
 eval_episodes="${EVAL_EPISODES:-10}"
 
+# Episodes, V and M of an earlier run saw whole frames and linearly rescaled brakes (worldmodels/envs.py)
+if [ -f "$out/episodes/metadata.json" ] && ! grep -q '"crop_rows"' "$out/episodes/metadata.json"; then
+    echo "$out/episodes: collected before the World Models frame crop and brake mapping; give a new OUT_DIR" >&2
+    exit 2
+fi
 # 100 episodes of 500 steps with actions that wander (uniform ones leave the car on its start straight)
 stored=$(find "$out/episodes" -name '*.npz' 2>/dev/null | wc -l)
 if [ "$stored" -lt 100 ]; then

@@ -53,7 +53,7 @@ def test_dmc_env_renders_pixels_with_float32_box_actions():
     [
         ("CartPole-v1", spaces.Discrete(2)),  # state observations: pixels come from env.render()
         ("Pendulum-v1", spaces.Box(-1.0, 1.0, (1,), np.float32)),  # torque [-2, 2] rescaled to [-1, 1]
-        ("CarRacing-v3", spaces.Box(-1.0, 1.0, (3,), np.float32)),  # image observations; gas/brake rescaled
+        ("CarRacing-v3", spaces.Box(-1.0, 1.0, (3,), np.float32)),  # image observations; World Models map
     ],
 )
 def test_gymnasium_env_renders_pixels_with_unit_action_space(spec, action_space):
@@ -221,3 +221,85 @@ def test_brownian_policy_needs_continuous_actions(tmp_path):
     with pytest.raises(ConfigError, match="uniform, brownian"):
         collect("Pendulum-v1", 1, tmp_path / "p", size=16, policy="gaussian", progress=False)
     assert not (tmp_path / "c").exists() or not list((tmp_path / "c").glob("*.npz"))
+
+
+# ---- CarRacing as World Models sees it (hardmaru/WorldModelsExperiments, carracing/) ----
+
+
+def test_carracing_tanh_zero_is_half_gas_and_no_brake_as_world_models_get_action(monkeypatch):
+    """carracing/model.py get_action: steer = a[0], gas = (a[1] + 1) / 2, brake = clip(a[2], 0, 1)."""
+    env = envs.make("CarRacing-v3", size=SIZE, seed=0)
+    env.reset()
+    received = []
+    base_step = env.unwrapped.step
+    monkeypatch.setattr(env.unwrapped, "step", lambda a: (received.append(np.array(a)), base_step(a))[1])
+    for action in ([0.0, 0.0, 0.0], [0.5, -1.0, -0.4], [-1.0, 1.0, 0.6], [0.2, 0.5, 1.0]):
+        env.step(np.array(action, np.float32))
+    expected = [[0.0, 0.5, 0.0], [0.5, 0.0, 0.0], [-1.0, 1.0, 0.6], [0.2, 0.75, 1.0]]  # (steer, gas, brake)
+    np.testing.assert_allclose(np.stack(received), expected, atol=1e-6)
+    assert env.action_space == spaces.Box(-1.0, 1.0, (3,), np.float32)
+    env.close()
+
+
+def _band_frame() -> np.ndarray:
+    """A 96x96 frame: value 10 on the 84 playfield rows, 200 on the 12 dashboard rows below."""
+    frame = np.full((96, 96, 3), 10, np.uint8)
+    frame[84:] = 200
+    return frame
+
+
+def test_preprocess_keeps_the_playfield_rows_then_resizes():
+    cropped = envs.preprocess(_band_frame(), 64, rows=84)
+    assert cropped.shape == (64, 64, 3) and np.all(cropped == 10)  # no dashboard pixel is left
+    whole = envs.preprocess(_band_frame(), 64)
+    assert whole[-1].min() > 150 and np.all(whole[:50] == 10)  # 12/96 of the frame: the bottom 8 rows
+    assert envs.crop_rows("CarRacing-v3") == 84 and envs.crop_rows("CarRacing-v3", crop=False) is None
+    assert envs.crop_rows("Pendulum-v1") is None and envs.crop_rows("dmc:cartpole-swingup") is None
+
+
+def _carracing_frame(rows: int | None) -> np.ndarray:
+    """CarRacing's reset frame of seed 0, rows 0:rows, resized with PIL bilinear to 64x64 by hand."""
+    import gymnasium as gym
+    from PIL import Image
+
+    raw_env = gym.make("CarRacing-v3")
+    raw, _ = raw_env.reset(seed=0)
+    raw_env.close()
+    assert raw.shape == (96, 96, 3)
+    return np.asarray(Image.fromarray(raw[:rows]).resize((64, 64), Image.Resampling.BILINEAR))
+
+
+def test_carracing_frames_are_cropped_to_rows_0_84_before_the_resize_as_world_models_process_frame():
+    """carracing/env.py _process_frame: frame[0:84, :, :], then 64x64; crop=False squashes the whole frame."""
+    for crop, rows in ((None, 84), (True, 84), (False, None)):
+        env = envs.make("CarRacing-v3", size=64, seed=0, crop=crop)
+        obs, _ = env.reset()
+        env.close()
+        np.testing.assert_array_equal(obs, _carracing_frame(rows))
+
+
+def test_collected_carracing_episodes_hold_the_cropped_frames_and_record_their_rows(tmp_path):
+    import json
+
+    from worldmodels.collect import collect
+    from worldmodels.store import EpisodeStore
+
+    collect("CarRacing-v3", 1, tmp_path / "crop", size=64, seed=0, max_steps=2, progress=False)
+    store = EpisodeStore(tmp_path / "crop")
+    np.testing.assert_array_equal(store.episode(0)["image"][0], _carracing_frame(84))
+    assert store.metadata["crop_rows"] == 84
+    collect("CarRacing-v3", 1, tmp_path / "whole", size=64, seed=0, max_steps=2, progress=False, crop=False)
+    whole = EpisodeStore(tmp_path / "whole")
+    np.testing.assert_array_equal(whole.episode(0)["image"][0], _carracing_frame(None))
+    assert whole.metadata["crop_rows"] is None
+    with pytest.raises(
+        ConfigError, match="crop=False"
+    ):  # cropped episodes do not join a store of whole frames
+        collect("CarRacing-v3", 1, tmp_path / "whole", size=64, seed=0, max_steps=2, progress=False)
+    legacy = json.loads((tmp_path / "whole" / "metadata.json").read_text())
+    del legacy["crop_rows"]  # a store written before the crop
+    (tmp_path / "whole" / "metadata.json").write_text(json.dumps(legacy))
+    with pytest.raises(ConfigError, match="new --out"):
+        collect(
+            "CarRacing-v3", 1, tmp_path / "whole", size=64, seed=0, max_steps=2, progress=False, crop=False
+        )

@@ -4,10 +4,15 @@ Two random policies: ``uniform`` draws every action from the action space (``act
 ``brownian`` lets continuous actions wander, ``a_{t+1} = clip(a_t + sqrt(dt) * N(0, I))`` from a uniform
 first action, with dt = 1/50 as in ctallec/world-models (data/generation_script.py, ``--policy brown``).
 Uniform actions make CarRacing's car jitter on its start straight; wandering ones drive it into bends and
-onto the grass, the frames a controller later meets."""
+onto the grass, the frames a controller later meets.
+
+Frames go through ``worldmodels.envs.make`` as everywhere else (CarRacing: the World Models playfield crop
+unless ``crop=False``); the store's metadata records the rows kept (``crop_rows``, null for whole frames), and
+adding episodes with other rows to a store is an error."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 from pathlib import Path
 from typing import Any
@@ -18,7 +23,7 @@ from tqdm import tqdm
 
 from worldmodels import envs
 from worldmodels.errors import ConfigError
-from worldmodels.store import Episode, EpisodeStore, write_episode
+from worldmodels.store import METADATA, Episode, EpisodeStore, write_episode
 
 POLICIES = ("uniform", "brownian")
 BROWNIAN_DT = 1 / 50  # ctallec/world-models data/generation_script.py: sample_continuous_policy(..., 1. / 50)
@@ -91,10 +96,16 @@ _worker_args: dict[str, Any] = {}
 
 
 def _init_worker(
-    spec: str, size: int, action_repeat: int, out: str, max_steps: int | None, policy: str
+    spec: str,
+    size: int,
+    action_repeat: int,
+    out: str,
+    max_steps: int | None,
+    policy: str,
+    crop: bool | None = None,
 ) -> None:
     global _worker_env, _worker_args
-    _worker_env = envs.make(spec, size=size, action_repeat=action_repeat)
+    _worker_env = envs.make(spec, size=size, action_repeat=action_repeat, crop=crop)
     _worker_args = dict(out=out, max_steps=max_steps, policy=policy)
 
 
@@ -103,6 +114,26 @@ def _collect_one(seed: int) -> tuple[int, float]:
     episode = run_episode(_worker_env, policy, seed=seed, max_steps=_worker_args["max_steps"])
     write_episode(_worker_args["out"], episode)
     return len(episode["reward"]), float(episode["reward"].sum())
+
+
+def _check_crop_rows(out: Path, spec: str, rows: int | None) -> None:
+    """New episodes keep the rows of the stored ones (``crop_rows`` in metadata.json). A CarRacing store from
+    before the World Models crop and action mapping (no ``crop_rows``) holds whole frames and linearly
+    rescaled brakes, so nothing new matches it."""
+    path = out / METADATA
+    if not path.exists() or not any(out.glob("*.npz")):
+        return
+    stored = json.loads(path.read_text())
+    if "crop_rows" not in stored and envs.env_name(spec) in envs.PLAYFIELD_ROWS:
+        raise ConfigError(
+            f"{path}: this {spec} store predates the World Models frame crop and brake mapping "
+            "(worldmodels/envs.py; no crop_rows in its metadata): collect into a new --out"
+        )
+    if stored.get("crop_rows", rows) != rows:
+        raise ConfigError(
+            f"{path}: the store's frames keep crop_rows={stored['crop_rows']}, these would keep {rows}: "
+            f"collect with crop={stored['crop_rows'] is not None} or into a new --out"
+        )
 
 
 def collect(
@@ -116,14 +147,18 @@ def collect(
     max_steps: int | None = None,
     progress: bool = True,
     policy: str = "uniform",
+    crop: bool | None = None,
 ) -> list[float]:
     """Add ``episodes`` random-policy episodes of ``spec`` to the store at ``out``; returns their returns.
 
-    ``policy`` is ``uniform`` or ``brownian`` (see the module docstring).
+    ``policy`` is ``uniform`` or ``brownian`` (see the module docstring). ``crop`` (None: ``envs.CROP``) cuts
+    frames to the env's playfield rows (``envs.PLAYFIELD_ROWS``, CarRacing's World Models crop).
 
     Re-running adds episodes: seeds continue after the episodes already stored, so none is repeated."""
     action_repeat = action_repeat or envs.default_action_repeat(spec)
-    env = envs.make(spec, size=size, action_repeat=action_repeat)
+    rows = envs.crop_rows(spec, crop)
+    _check_crop_rows(Path(out), spec, rows)
+    env = envs.make(spec, size=size, action_repeat=action_repeat, crop=crop)
     try:
         random_policy(
             policy, env.action_space, seed
@@ -136,6 +171,7 @@ def collect(
         size=size,
         image_shape=[size, size, 3],
         action_repeat=action_repeat,
+        crop_rows=rows,
         observation_space=envs.space_to_json(env.observation_space),
         action_space=envs.space_to_json(env.action_space),
     )
@@ -155,7 +191,7 @@ def collect(
     else:
         env.close()
         # Rendering processes must start workers with spawn: fork hangs once MuJoCo/EGL is initialised.
-        init = (spec, size, action_repeat, str(out), max_steps, policy)
+        init = (spec, size, action_repeat, str(out), max_steps, policy, crop)
         with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=init) as pool:
             for steps, ret in pool.imap_unordered(_collect_one, seeds):
                 returns.append(ret)

@@ -9,11 +9,18 @@ act in. Specs:
 * any registered gymnasium id that renders ``rgb_array`` (``CarRacing-v3``, ``CartPole-v1``, ...), or
   ``package.module:EnvId`` for a custom env that ``package.module`` registers on import.
   Frames are the env's own image observation when it has one (CarRacing), else ``env.render()``. Either is
-  resized to ``(size, size)`` by squashing the whole frame: the aspect ratio is not kept and nothing is
-  cropped away (a 600x400 CartPole frame becomes 64x64, the pole a little stretched sideways).
+  resized to ``(size, size)`` by squashing the frame: the aspect ratio is not kept (a 600x400 CartPole frame
+  becomes 64x64, the pole a little stretched sideways). Envs listed in ``PLAYFIELD_ROWS`` are first cut to
+  their playfield rows when ``crop`` (default ``CROP``, True): CarRacing keeps rows 0:84 and drops its
+  dashboard, as World Models does. ``crop`` changes the stored frames, so collection, the controller's
+  fitness and evaluation must use the same value; ``preprocess`` is the one function all of them run.
 
-The wrapper stack, innermost first: base env -> ``RescaleAction`` (Box only) -> ``ActionRepeat`` -> ``AddRenderObservation`` (frames are
-rendered once per agent step, not once per repeated step) -> resize -> ``SeedFirstReset``.
+CarRacing's actions follow World Models (``CarRacingActions``): steer = a[0], gas = (a[1] + 1) / 2,
+brake = clip(a[2], 0, 1), so an agent output of 0 is half gas and no brake.
+
+The wrapper stack, innermost first: base env -> ``CarRacingActions`` (CarRacing) or ``RescaleAction`` (other
+Box envs) -> ``ActionRepeat`` -> ``AddRenderObservation`` (frames are rendered once per agent step, not once
+per repeated step) -> ``preprocess`` (crop, resize) -> ``SeedFirstReset``.
 
 dm_control is imported inside functions, after ``MUJOCO_GL`` defaults to ``egl`` (headless rendering), so
 ``import worldmodels.envs`` stays cheap and works without a display.
@@ -30,7 +37,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from gymnasium.envs.registration import load_env_creator
+from gymnasium.envs.registration import load_env_creator, parse_env_id
 from gymnasium.wrappers import AddRenderObservation, RescaleAction, TransformObservation
 from PIL import Image
 
@@ -43,6 +50,11 @@ DMC_PREFIX = "dmc:"
 PLANET_ACTION_REPEAT = {"cartpole": 8, "reacher": 4, "cheetah": 4, "finger": 2, "ball_in_cup": 4, "walker": 2}
 DMC_ACTION_REPEAT = 2  # Dreamer (Hafner et al. 2020) uses 2 for every other domain
 DMC_CAMERA = {"quadruped": 2}  # DreamerV1 / DreamerV3 dmc wrapper; every other domain uses camera 0
+# World Models (hardmaru/WorldModelsExperiments, carracing/env.py, _process_frame): frame[0:84, :, :], the
+# playfield above CarRacing's 12-row dashboard, is what gets resized to 64x64. Keyed by gymnasium env name.
+PLAYFIELD_ROWS = {"CarRacing": 84}
+# The one default of every ``crop`` option (make, make_vector, collect, the controller): crop as above.
+CROP = True
 
 
 class DMCEnv(gym.Env):
@@ -135,15 +147,58 @@ class SeedFirstReset(gym.Wrapper):
         return self.env.reset(seed=seed, options=options)
 
 
+class CarRacingActions(gym.ActionWrapper):
+    """CarRacing driven from [-1, 1]^3 as World Models drives it (hardmaru/WorldModelsExperiments,
+    carracing/model.py, ``Model.get_action``): steer = a[0], gas = (a[1] + 1) / 2, brake = clip(a[2], 0, 1).
+
+    A tanh output of 0 is half gas and no brake; a linear rescale of [-1, 1] to the brake's [0, 1] would
+    brake at 0.5 there, and a zero-initialised controller would never move the car."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.action_space = spaces.Box(-1.0, 1.0, (3,), np.float32)
+
+    def action(self, action: np.ndarray) -> np.ndarray:  # (3,) in [-1, 1] -> (steer, gas, brake) (3,)
+        a = np.asarray(action, np.float32)
+        return np.array([a[0], (a[1] + 1.0) / 2.0, np.clip(a[2], 0.0, 1.0)], np.float32)
+
+
+ACTION_MAPS = {"CarRacing": CarRacingActions}  # envs whose agent actions are not a linear rescale of the box
+
+
+def env_name(spec: str) -> str | None:
+    """The gymnasium env name of a spec (``CarRacing-v3`` -> ``CarRacing``); None for dm_control specs."""
+    if spec.startswith(DMC_PREFIX):
+        return None
+    try:
+        return parse_env_id(spec.split(":", 1)[-1])[1]
+    except gym.error.Error:
+        return None
+
+
+def crop_rows(spec: str, crop: bool | None = None) -> int | None:
+    """The playfield rows ``make`` keeps of ``spec``'s frames (``PLAYFIELD_ROWS``), None for whole frames.
+
+    ``crop`` None means ``CROP``."""
+    return PLAYFIELD_ROWS.get(env_name(spec) or "") if (CROP if crop is None else crop) else None
+
+
 def _is_unit_box(space: spaces.Box) -> bool:
     return bool(np.all(space.low == -1.0) and np.all(space.high == 1.0))
 
 
-def make(spec: str, size: int = 64, action_repeat: int | None = None, seed: int | None = None) -> gym.Env:
+def make(
+    spec: str,
+    size: int = 64,
+    action_repeat: int | None = None,
+    seed: int | None = None,
+    crop: bool | None = None,
+) -> gym.Env:
     """Make a pixel env from a spec (see the module docstring); observations are ``(size, size, 3)`` uint8.
 
     ``action_repeat`` defaults to ``default_action_repeat(spec)``. With ``seed`` the action space is seeded
-    and the first ``reset()`` behaves like ``reset(seed=seed)``.
+    and the first ``reset()`` behaves like ``reset(seed=seed)``. ``crop`` (None: ``CROP``) cuts frames to
+    their ``PLAYFIELD_ROWS`` before the resize.
     """
     if size < 1:
         raise ConfigError(f"env image size must be a positive integer, got size={size}")
@@ -175,21 +230,30 @@ def make(spec: str, size: int = 64, action_repeat: int | None = None, seed: int 
             f"env {spec!r} has action space {env.action_space}; worldmodels supports Box and Discrete "
             "action spaces only: pick another env (run `worldmodels envs` to list valid specs)"
         )
-    if isinstance(env.action_space, spaces.Box) and not _is_unit_box(env.action_space):
+    action_map = ACTION_MAPS.get(env_name(spec) or "")
+    if action_map is not None and isinstance(env.action_space, spaces.Box):
+        env = action_map(env)
+    elif isinstance(env.action_space, spaces.Box) and not _is_unit_box(env.action_space):
         # Agents act in [-1, 1] (tanh actors, clipped planners); the env sees its own bounds.
         env = RescaleAction(env, np.float32(-1.0), np.float32(1.0))
     if repeat > 1:
         env = ActionRepeat(env, repeat)
     if not _is_image_space(env.observation_space):
         env = AddRenderObservation(env, render_only=True)
-    if env.observation_space.shape != (size, size, 3):
+    rows = crop_rows(spec, crop)
+    if rows is not None or env.observation_space.shape != (size, size, 3):
         image_space = spaces.Box(0, 255, (size, size, 3), np.uint8)
-        env = TransformObservation(env, functools.partial(resize, size=size), image_space)
+        env = TransformObservation(env, functools.partial(preprocess, size=size, rows=rows), image_space)
     return SeedFirstReset(env, seed)
 
 
 def make_vector(
-    spec: str, num_envs: int, size: int = 64, action_repeat: int | None = None, seed: int | None = None
+    spec: str,
+    num_envs: int,
+    size: int = 64,
+    action_repeat: int | None = None,
+    seed: int | None = None,
+    crop: bool | None = None,
 ) -> gym.vector.VectorEnv:
     """``num_envs`` copies of ``make(spec, ...)``, env ``i`` seeded with ``seed + i``.
 
@@ -202,7 +266,7 @@ def make_vector(
     if num_envs < 1:
         raise ConfigError(f"num_envs must be >= 1, got num_envs={num_envs}")
     factories = [
-        functools.partial(make, spec, size, action_repeat, None if seed is None else seed + i)
+        functools.partial(make, spec, size, action_repeat, None if seed is None else seed + i, crop)
         for i in range(num_envs)
     ]
     if num_envs == 1:
@@ -233,6 +297,13 @@ def resize(frame: np.ndarray, size: int) -> np.ndarray:  # (H, W, 3) -> (size, s
     """Squash a whole frame to ``(size, size)`` with bilinear filtering (as DreamerV3); no cropping."""
     image = Image.fromarray(np.asarray(frame)[..., :3])
     return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR))
+
+
+def preprocess(frame: np.ndarray, size: int, rows: int | None = None) -> np.ndarray:
+    """(H, W, 3) -> (size, size, 3) uint8: keep rows 0:rows (all when None), then ``resize``.
+
+    World Models (carracing/env.py, _process_frame) crops ``frame[0:84, :, :]`` and resizes to 64x64."""
+    return resize(np.asarray(frame)[:rows], size)
 
 
 def space_to_json(space: gym.Space) -> dict[str, Any]:
