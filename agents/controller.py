@@ -210,14 +210,14 @@ _worker: dict[str, Any] = {}
 
 
 def _init_worker(
-    model_path: str, env_args: tuple, hidden: int, max_steps: int | None, patience: int | None
+    model_path: str, env_args: dict[str, Any], hidden: int, max_steps: int | None, patience: int | None
 ) -> None:
     from worldmodels import envs
 
     torch.set_num_threads(1)  # one process per core
     model = load_model(model_path)
     controller = Controller(model.feature_dim, model.action_dim, model.discrete, hidden)
-    env = envs.make(*env_args)
+    env = envs.make(**env_args)
     _worker.update(model=model, controller=controller, env=env, max_steps=max_steps, patience=patience)
 
 
@@ -231,7 +231,8 @@ class RealFitness:
     """Returns of candidates in the real environment: ``fitness(params (P, n), seeds (R,)) -> (P, R)``.
 
     ``workers > 1`` runs the episodes in that many spawn processes (a process that has rendered hangs in
-    forked children), each holding its own env and its own copy of the model checkpoint."""
+    forked children), each holding its own env and its own copy of the model checkpoint. ``crop`` is
+    ``worldmodels.envs.make``'s (None: its default); it must match the frames the model was trained on."""
 
     def __init__(
         self,
@@ -243,13 +244,14 @@ class RealFitness:
         max_steps: int | None = None,
         workers: int = 1,
         patience: int | None = None,
+        crop: bool | None = None,
     ) -> None:
         from agents.evaluate import check_compatible
         from worldmodels import envs
 
         model = load_model(model_path)
-        self.env_args = (spec, size or model.image_size, action_repeat)
-        env = envs.make(*self.env_args)
+        self.env_args = dict(spec=spec, size=size or model.image_size, action_repeat=action_repeat, crop=crop)
+        env = envs.make(**self.env_args)
         controller = Controller(model.feature_dim, model.action_dim, model.discrete, hidden)
         check_compatible(ControllerAgent(model, controller, torch.zeros(controller.num_params)), env)
         self.pool = None
@@ -501,6 +503,7 @@ class ControllerConfig:
     action_repeat: int | None = None  # real fitness: default per env (see worldmodels/envs.py)
     max_steps: int | None = None  # real fitness: cut episodes after this many agent steps
     patience: int | None = None  # real fitness: end an episode after this many steps without positive reward
+    crop: bool | None = None  # real fitness: frames cut to the playfield rows (None: worldmodels.envs.CROP)
     horizon: int = 1000  # dream fitness: imagined steps per rollout
     context: int = 5  # dream fitness: real frames observed before dreaming
     temperature: float | None = None  # dream fitness: the model's sampling temperature tau (None: keep)
@@ -525,7 +528,7 @@ def parse_config(argv: list[str]) -> ControllerConfig:
 
 def _fitness_task(cfg: ControllerConfig) -> str:
     """What a fitness value measures: the options that change returns (a resume with others resets the best)."""
-    keys = ("fitness", "env", "size", "action_repeat", "max_steps", "patience")
+    keys = ("fitness", "env", "size", "action_repeat", "max_steps", "patience", "crop")
     if cfg.fitness == "dream":
         keys = ("fitness", "data", "horizon", "context", "temperature", "done")
     return " ".join(f"{k}={getattr(cfg, k)}" for k in keys)
@@ -558,6 +561,7 @@ def train(cfg: ControllerConfig) -> dict[str, Any]:
             cfg.max_steps,
             cfg.workers,
             cfg.patience,
+            cfg.crop,
         )
     else:
         fitness = DreamFitness(model, controller, cfg.data, cfg.horizon, cfg.context, cfg.done, device)

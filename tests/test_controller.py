@@ -53,9 +53,9 @@ def _save(model: L.LightningModule, path: Path) -> str:
     return str(path)
 
 
-def _mdnrnn(action_dim: int = 1) -> MDNRNN:
+def _mdnrnn(action_dim: int = 1, **kwargs) -> MDNRNN:
     torch.manual_seed(0)
-    return MDNRNN(vae=VAE(SIZE, 4, 0.25), action_dim=action_dim, hidden=8, mixtures=2)
+    return MDNRNN(vae=VAE(SIZE, 4, 0.25), action_dim=action_dim, hidden=8, mixtures=2, **kwargs)
 
 
 def _rssm() -> RSSM:
@@ -75,9 +75,13 @@ def _rssm() -> RSSM:
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Untrained tiny world models for Pendulum-v1 at 16 px (1-dim actions)."""
+    """Untrained tiny world models for Pendulum-v1 at 16 px (1-dim actions); mdnrnn_mean observes the VAE mean."""
     root = tmp_path_factory.mktemp("models")
-    return {"mdnrnn": _save(_mdnrnn(), root / "mdnrnn.ckpt"), "rssm": _save(_rssm(), root / "rssm.ckpt")}
+    return {
+        "mdnrnn": _save(_mdnrnn(), root / "mdnrnn.ckpt"),
+        "mdnrnn_mean": _save(_mdnrnn(observe_z="mean"), root / "mdnrnn_mean.ckpt"),
+        "rssm": _save(_rssm(), root / "rssm.ckpt"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +127,25 @@ def test_discrete_controller_is_one_hot() -> None:
             actions.sum(-1), torch.ones(2, 50)
         )
     assert not torch.equal(greedy, sampled)
+
+
+def test_the_controller_acts_on_a_sampled_z_as_world_models_encode_obs() -> None:
+    """carracing/model.py encode_obs: z = mu + exp(logvar / 2) * N(0, 1), not the mean mu."""
+    model = _mdnrnn().eval()
+    with torch.no_grad():  # every frame encodes to mu 0.5, logvar log 4 (std 2)
+        for layer, value in ((model.vae.encoder.mu, 0.5), (model.vae.encoder.logvar, np.log(4.0))):
+            layer.weight.zero_()
+            layer.bias.fill_(value)
+    controller = Controller(model.feature_dim, 1, False)
+    params = torch.zeros(1, controller.num_params)
+    params[0, 0] = 1.0  # W[z_0] = 1, all else 0: action = tanh(z_0)
+    agent = ControllerAgent(model, controller, params)
+    torch.manual_seed(3)
+    z0 = 0.5 + 2.0 * torch.randn(1, 4)[0, 0]  # the one draw observe makes for this frame
+    torch.manual_seed(3)
+    action, (posterior, _) = agent.act(torch.zeros(1, SIZE, SIZE, 3, dtype=torch.uint8), torch.tensor([True]))
+    torch.testing.assert_close(action, torch.tanh(z0).reshape(1, 1))
+    assert posterior["z"][0, 0] != 0.5
 
 
 # ---- the dream ----
@@ -325,10 +348,12 @@ def _recipe(tmp_path: Path, text: str) -> str:
 def test_cli_real_fitness_then_worldmodels_eval(
     tmp_path: Path, checkpoints: dict[str, str], capsys: pytest.CaptureFixture
 ) -> None:
+    # z = the VAE mean: `worldmodels eval` does not seed torch per episode as rollout does, so with the
+    # default sampled z (observe_z="sample") its return would differ from rollout's by the noise
     out = tmp_path / "run"
     recipe = _recipe(
         tmp_path,
-        f"model: {checkpoints['mdnrnn']}\nout: {out}\nfitness: real\nenv: Pendulum-v1\n"
+        f"model: {checkpoints['mdnrnn_mean']}\nout: {out}\nfitness: real\nenv: Pendulum-v1\n"
         "population: 4\nrollouts: 1\ngenerations: 2\neval_every: 1\neval_rollouts: 1\n"
         f"size: {SIZE}\nmax_steps: 8\nprogress: false\n",
     )

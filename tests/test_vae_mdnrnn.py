@@ -173,6 +173,38 @@ def test_imagine_samples_z_from_the_mixture_at_its_temperature() -> None:
     torch.testing.assert_close(z.std(0), expected.std(0), atol=0.05, rtol=0.05)
 
 
+def _fixed_posterior_vae(mu: float, logvar: float) -> VAE:
+    """A VAE whose encoder ignores the image: mu and logvar are the same numbers for every frame."""
+    vae = VAE(image_size=SIZE, z_dim=Z, width=0.25)
+    with torch.no_grad():
+        for layer, value in ((vae.encoder.mu, mu), (vae.encoder.logvar, logvar)):
+            layer.weight.zero_()
+            layer.bias.fill_(value)
+    return vae
+
+
+def test_observe_samples_z_as_world_models_encode_obs_and_observe_z_mean_keeps_the_mean() -> None:
+    """carracing/model.py encode_obs: z = mu + exp(logvar / 2) * N(0, 1); here mu 0.5, logvar log 4 (std 2)."""
+    vae = _fixed_posterior_vae(0.5, math.log(4.0))
+    images = torch.zeros(3, 2, SIZE, SIZE, 3, dtype=torch.uint8)  # (B, T, H, W, 3)
+    actions, is_first = torch.zeros(3, 2, 2), torch.tensor([[True, False]] * 3)
+    torch.manual_seed(7)
+    noise = [torch.randn(3, Z) for _ in range(2)]  # the draws observe makes, one time step after the other
+    expected = 0.5 + 2.0 * torch.stack(noise, 1)  # (B, T, Z)
+    model = _mdnrnn(vae)
+    torch.manual_seed(7)
+    z = model.observe(images, actions, is_first)["z"]
+    torch.testing.assert_close(z, expected)
+    torch.manual_seed(7)
+    first = model.observe(images[:, :1], actions[:, :1], is_first[:, :1])
+    rest = model.observe(images[:, 1:], actions[:, 1:], is_first[:, 1:], last_step(first))
+    torch.testing.assert_close(torch.cat([first["z"], rest["z"]], 1), expected)  # two calls draw as one
+    mean = _mdnrnn(vae, observe_z="mean").observe(images, actions, is_first)["z"]
+    torch.testing.assert_close(mean, torch.full((3, 2, Z), 0.5))
+    with pytest.raises(ConfigError, match="observe_z='mode'.*'sample'"):
+        _mdnrnn(vae, observe_z="mode")
+
+
 def test_mdnrnn_checkpoint_reloads_without_vae_file(vae_run: tuple[str, float, float], tmp_path) -> None:
     vae_path = tmp_path / "copy_of_vae.ckpt"
     shutil.copy(vae_run[0], vae_path)
@@ -191,7 +223,9 @@ def test_mdnrnn_checkpoint_reloads_without_vae_file(vae_run: tuple[str, float, f
     ):
         batch = _batch()
         with torch.no_grad():
+            torch.manual_seed(0)  # observe samples z: the same noise for both
             want = model.observe(batch["image"], batch["action"], batch["is_first"])
+            torch.manual_seed(0)
             got = loaded.observe(batch["image"], batch["action"], batch["is_first"])
         for k in want:
             assert torch.equal(want[k], got[k])

@@ -8,6 +8,9 @@ as every other model and its checkpoint restores the whole V + M pair. It implem
     h_t, c_t = LSTM([z_{t-1}, a_t], (h_{t-1}, c_{t-1}))      reset to zeros where is_first[t]
     p(z_t | h_t) = per-dimension mixture of ``mixtures`` Gaussians; reward_t and done_t are read from h_t.
 
+``observe`` encodes each frame to a sampled z_t = mu + exp(logvar / 2) * N(0, I), as the official controller
+does (carracing/model.py, ``Model.encode_obs``); ``observe_z="mean"`` keeps the VAE mean instead.
+
 Values follow the official code (hardmaru/WorldModelsExperiments, carracing/rnn/rnn.py, "rnn.py" below).
 """
 
@@ -24,10 +27,12 @@ from torch.distributions import Categorical, MixtureSameFamily, Normal
 
 from worldmodels.checkpoints import load_model
 from worldmodels.distributions import onehot_sample
-from worldmodels.errors import CheckpointError
+from worldmodels.errors import CheckpointError, ConfigError
 from worldmodels.guards import check_finite
 from worldmodels.interface import State
 from worldmodels.vae import VAE
+
+OBSERVE_Z = ("sample", "mean")
 
 
 class MDNRNN(L.LightningModule):
@@ -48,8 +53,13 @@ class MDNRNN(L.LightningModule):
         z_dim: int = 32,  # idem
         vae_width: float = 1.0,  # idem
         vae: VAE | None = None,  # a VAE object from Python instead of vae_ckpt
+        observe_z: str = "sample",  # observe's z: "sample" (official model.py encode_obs) or "mean"
     ) -> None:
         super().__init__()
+        if observe_z not in OBSERVE_Z:
+            raise ConfigError(
+                f"MDNRNN observe_z={observe_z!r} (worldmodels/mdnrnn.py): use 'sample' (official) or 'mean'"
+            )
         if vae is None and vae_ckpt:
             vae = load_model(vae_ckpt, expect=("worldmodels.vae.VAE",))
         elif vae is None:
@@ -65,7 +75,7 @@ class MDNRNN(L.LightningModule):
         self.image_size = vae.image_size
         self.temperature, self.lr, self.grad_clip = temperature, lr, grad_clip  # attributes: see vae.py
         self.grad_clip_algorithm = "value"  # rnn.py clips each gradient element
-        self.on_nonfinite = on_nonfinite
+        self.on_nonfinite, self.observe_z = on_nonfinite, observe_z
         self.lstm = nn.LSTMCell(self.z_dim + action_dim, hidden)
         # per z dimension: K mixture logits, K means, K log standard deviations (rnn.py)
         self.mdn = nn.Linear(hidden, 3 * self.z_dim * mixtures)
@@ -81,8 +91,17 @@ class MDNRNN(L.LightningModule):
     def observe(self, images: Tensor, actions: Tensor, is_first: Tensor, state: State | None = None) -> State:
         """images (B, T, H, W, 3) uint8, actions (B, T, A), is_first (B, T) -> states (B, T, ...).
 
-        z_t is the VAE mean of image_t; ``state`` (B, ...) continues a previous call."""
-        z, _ = self.vae.encode(images)  # (B, T, Z)
+        z_t is drawn from the VAE posterior of image_t (its mean with ``observe_z="mean"``); the noise is
+        drawn one step at a time, so observing in two calls draws what one call draws. ``state`` (B, ...)
+        continues a previous call."""
+        mu, logvar = self.vae.encode(images)  # (B, T, Z)
+        z = mu
+        if self.observe_z == "sample":
+            # official carracing/model.py, Model.encode_obs: z = mu + exp(logvar / 2) * N(0, 1)
+            noise = torch.empty_like(mu)
+            for t in range(mu.shape[1]):
+                noise[:, t] = torch.randn_like(mu[:, t])
+            z = mu + (0.5 * logvar).exp() * noise
         state = self.initial(images.shape[0]) if state is None else state
         h, c = self._recur(z, self._actions(actions), is_first, state)
         return {"z": z, "h": h, "c": c}
