@@ -70,7 +70,7 @@ from torch.distributions import (
 )
 
 from agents.head import WorldModelHead, exploration_noise, lambda_return
-from encoders.mlp import mlp
+from encoders.mlp import init_weights, mlp
 from worldmodels.distributions import BINS, TwoHotSymlog, unimix
 from worldmodels.errors import ConfigError
 from worldmodels.guards import NONFINITE_MODES, check_finite
@@ -98,6 +98,7 @@ VERSIONS: dict[str, dict[str, Any]] = {
         slow_critic_scale=1.0,  # Table W.1: critic EMA regularizer 1
         return_scale=True,  # Sec. 'Actor learning': returns / max(1, S)
         exploration_noise=0.0,  # the stochastic actor explores by itself
+        imagined_cont="mode",  # DreamerV3 code (behaviors.py, Jan 2023): cont = heads['cont'](traj).mode()
     ),
     # DreamerV1 (arXiv 1912.01603), App. A unless noted
     "v1": dict(
@@ -120,6 +121,7 @@ VERSIONS: dict[str, dict[str, Any]] = {
         exploration_noise=0.3,  # DreamerV1 code: expl_amount 0.3 (additive Gaussian)
         actor_layers=4,  # DreamerV1 code: action model with 4 dense layers
         critic_layers=3,  # DreamerV1 code: value model with 3 dense layers
+        imagined_cont="mean",  # DreamerV1 code (dreamer.py _imagine): pcont = self._pcont(imag_feat).mean()
     ),
 }
 ACTOR_GRADS = ("backprop", "reinforce")
@@ -329,6 +331,9 @@ class DreamerAgent(WorldModelHead):
         )
         self.twohot = cfg["critic"] == "twohot"
         self.critic = mlp(style, features, width, resolved["critic_layers"], BINS if self.twohot else 1)
+        init_weights(self.actor, style)
+        init_weights(self.critic, style)
+        self.imagined_cont = cfg["imagined_cont"]
         if self.twohot:  # DreamerV3 code: critic output layer initialized to zeros (outscale 0)
             nn.init.zeros_(self.critic[-1].weight)
             nn.init.zeros_(self.critic[-1].bias)
@@ -406,7 +411,9 @@ class DreamerAgent(WorldModelHead):
             features, actions = self.imagine(start, reparameterize=backprop)  # (N, H+1, F), (N, H, A)
             after = features[:, 1:]  # s_1..s_H
             reward = self.world_model.reward_from_features(after).float()
-            cont = self.world_model.cont_from_features(after).float()
+            cont = self.world_model.cont_from_features(after).float()  # P(continue) (N, H)
+            if self.imagined_cont == "mode":  # DreamerV3: the Bernoulli's mode, 1 or 0
+                cont = (cont > 0.5).float()
             value = self.value(features)  # (N, H+1)
             returns = lambda_return(reward, value, self.discount * cont, self.lambda_)  # (N, H)
         weight = discount_weights(first_cont.float(), cont, self.discount)[:, :-1].detach()  # (N, H)

@@ -4,7 +4,7 @@ Images are float ``(N, 3, H, W)`` in ``[-0.5, 0.5]``, square. Both styles use st
 are ``depth * (1, 2, 4, 8, ...)``, one layer per halving of the side down to a map of 4 to 7 pixels
 (64 -> 4x4 map: 4 layers; 16 -> 2 layers; 96 -> 6x6 map: 4 layers).
 
-* ``"dreamerv1"`` (PlaNet / DreamerV1): ReLU, no normalization. At 64x64 the layers are the papers': four
+* ``"planet"`` / ``"dreamerv1"`` (PlaNet / DreamerV1, the same convs): ReLU, no normalization. At 64x64 the layers are the papers': four
   convs k4 stride 2 without padding (64 -> 31 -> 14 -> 6 -> 2, a 1024-d embedding at depth 32), and a decoder
   from a dense layer of ``32 * depth`` units seen as a 1x1 map through deconvs k5, k5, k6, k6 stride 2
   (1 -> 5 -> 13 -> 30 -> 64). Other sizes use the general padded scheme below with ReLU.
@@ -22,8 +22,9 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-Style = Literal["dreamerv1", "dreamerv3"]
-STYLES = ("dreamerv1", "dreamerv3")
+from encoders.mlp import LN_EPS, STYLES
+
+Style = Literal["planet", "dreamerv1", "dreamerv3"]
 PAPER_SIZE = 64  # PlaNet / DreamerV1: 64x64x3 frames
 MIN_RES = 4  # DreamerV3 code (minres): downsample to a 4x4 map at 64x64
 
@@ -53,7 +54,7 @@ class ChannelNorm(nn.LayerNorm):
 
 
 def _norm_act(style: str, channels: int) -> list[nn.Module]:
-    return [nn.ReLU()] if style == "dreamerv1" else [ChannelNorm(channels), nn.SiLU()]
+    return [nn.ReLU()] if style != "dreamerv3" else [ChannelNorm(channels, eps=LN_EPS), nn.SiLU()]
 
 
 class ConvEncoder(nn.Module):
@@ -65,11 +66,11 @@ class ConvEncoder(nn.Module):
         super().__init__()
         _check_style(style)
         stages = num_stages(image_size)
-        paper = style == "dreamerv1" and image_size == PAPER_SIZE
+        paper = style != "dreamerv3" and image_size == PAPER_SIZE
         layers, prev, side = [], 3, image_size
         for i in range(stages):
             ch = depth * 2**i
-            conv = nn.Conv2d(prev, ch, 4, stride=2, padding=0 if paper else 1, bias=style == "dreamerv1")
+            conv = nn.Conv2d(prev, ch, 4, stride=2, padding=0 if paper else 1, bias=style != "dreamerv3")
             layers += [conv, *_norm_act(style, ch)]
             prev, side = ch, (side - 4) // 2 + 1 if paper else side // 2
         self.convs = nn.Sequential(*layers)
@@ -99,7 +100,7 @@ class ConvDecoder(nn.Module):
         super().__init__()
         _check_style(style)
         stages = num_stages(image_size)
-        if style == "dreamerv1" and image_size == PAPER_SIZE:
+        if style != "dreamerv3" and image_size == PAPER_SIZE:
             # DreamerV1 / PlaNet: dense 32 * depth seen as 1x1, deconvs k5, k5, k6, k6 stride 2
             self.side, self.top, kernels, padding = 1, 32 * depth, (5, 5, 6, 6), 0
         else:
@@ -116,7 +117,7 @@ class ConvDecoder(nn.Module):
             ch = 3 if last else depth * 2 ** (i - 1)
             kernel = kernels[stages - 1 - i] if kernels else 4
             deconv = nn.ConvTranspose2d(
-                prev, ch, kernel, stride=2, padding=padding, bias=last or style == "dreamerv1"
+                prev, ch, kernel, stride=2, padding=padding, bias=last or style != "dreamerv3"
             )
             layers += [deconv] if last else [deconv, *_norm_act(style, ch)]
             prev = ch

@@ -9,6 +9,7 @@ sampling, entropy and KL are written out on the logits: none of them syncs the h
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
@@ -104,6 +105,14 @@ def latent_sample(stats: dict[str, Tensor]) -> Tensor:
     if "logits" in stats:
         return straight_through_sample(stats["logits"])
     return gaussian(stats["mean"], stats["std"]).rsample()
+
+
+def latent_mode(stats: dict[str, Tensor]) -> Tensor:
+    """The most likely latent: one-hot (..., S, K) of the largest ``logits``, or ``mean`` (..., S)."""
+    if "logits" in stats:
+        logits = stats["logits"]
+        return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+    return stats["mean"]
 
 
 def latent_entropy(stats: dict[str, Tensor]) -> Tensor:

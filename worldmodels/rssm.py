@@ -16,8 +16,11 @@ are halved for PlaNet / DreamerV1 (their unit-variance Gaussian log-likelihood, 
 Bernoulli cross-entropy on ``1 - is_terminal`` (DreamerV1, DreamerV3; PlaNet has no continue head and
 ``cont()`` returns ones); and the KL between posterior and prior:
 
-* PlaNet / DreamerV1: ``kl_scale * max(mean KL, free_nats)`` with scale 1 and 3 free nats (DreamerV1 Sec. 6,
-  "as in PlaNet"; the mean over the batch is clipped, as in the DreamerV1 code).
+* PlaNet: ``kl_scale * mean max(0, KL - free_nats)``, each step clipped (planet ``training/utility.py``), scale 1
+  and 3 free nats; its reward term is scaled by 10 (planet ``scripts/configs.py``) and its images are quantized to
+  5 bits with uniform dequantization noise (``encoders.pixels.to_float``).
+* DreamerV1: ``kl_scale * max(mean KL, free_nats)``, the batch mean clipped (DreamerV1 code ``dreamer.py``:
+  ``tf.maximum(div, free_nats)`` after ``reduce_mean``), scale 1 and 3 free nats (DreamerV1 Sec. 6).
 * DreamerV3: KL balancing ``0.5 * mean max(dyn, 1) + 0.1 * mean max(rep, 1)``, each step clipped separately
   (DreamerV3 Sec. 2), with ``dyn = KL[sg(post) || prior]`` and ``rep = KL[post || sg(prior)]``.
 """
@@ -33,7 +36,7 @@ from einops import pack, rearrange, unpack
 from torch import Tensor, nn
 
 from encoders.conv import ConvDecoder, ConvEncoder, num_stages
-from encoders.mlp import dense, mlp
+from encoders.mlp import LN_EPS, dense, init_weights, mlp
 from encoders.pixels import to_float, to_uint8
 from worldmodels.distributions import (
     BINS,
@@ -41,6 +44,7 @@ from worldmodels.distributions import (
     kl,
     kl_dyn_rep,
     latent_entropy,
+    latent_mode,
     latent_sample,
     unimix,
 )
@@ -49,7 +53,11 @@ from worldmodels.guards import check_finite
 from worldmodels.interface import State, stack_time
 
 _DREAMERV3 = dict(
-    style="dreamerv3",  # LayerNorm + SiLU everywhere, LayerNorm GRU
+    style="dreamerv3",  # LayerNorm (eps 1e-3) + SiLU everywhere, LayerNorm GRU, truncated-normal fan-avg init
+    initial="learned",  # DreamerV3 code (rssm initial: learned): deter = tanh(W), stoch = the prior's mode there
+    action_clip=1.0,  # DreamerV3 code (rssm action_clip: 1.0): actions scaled by sg(1 / max(1, |a|)) in each step
+    image_bits=8,
+    reward_scale=1.0,
     stoch=32,  # DreamerV3 Table B.1: 32 latents
     classes=32,  # of 32 classes each
     min_std=0.1,  # unused by categorical latents
@@ -59,6 +67,7 @@ _DREAMERV3 = dict(
     cont_scale=1.0,  # DreamerV3 Sec. 2: beta_pred = 1
     sq_scale=1.0,  # DreamerV3 code: MSE summed over pixels
     kl_balance=True,
+    free_nats_per_step=True,  # each step's term clipped (DreamerV3 Sec. 2)
     kl_scale=1.0,  # unused with kl_balance
     dyn_scale=0.5,  # DreamerV3 Sec. 2: beta_dyn = 0.5
     rep_scale=0.1,  # DreamerV3 Sec. 2: beta_rep = 0.1
@@ -71,7 +80,13 @@ _DREAMERV3 = dict(
 PRESETS: dict[str, dict[str, Any]] = {
     # PlaNet (Hafner et al. 2019, arXiv 1811.04551) Sec. 5 and App. A
     "planet": dict(
-        style="dreamerv1",  # ReLU convs, ELU dense layers, nn.GRUCell
+        style="planet",  # ReLU convs and dense layers (planet scripts/configs.py: activation relu), nn.GRUCell
+        initial="zeros",
+        action_clip=0.0,  # the planner's actions are in bounds
+        image_bits=5,  # planet scripts/configs.py: image_bits 5, with uniform dequantization noise
+        reward_scale=10.0,  # planet scripts/configs.py: loss_scales reward 10
+        head_hidden=300,  # planet scripts/configs.py: reward head num_units 300
+        head_layers=3,  # planet scripts/configs.py: reward head num_layers 3
         deter=200,  # PlaNet: GRU with 200 units
         stoch=30,  # PlaNet: 30-d diagonal Gaussian
         classes=0,  # 0: Gaussian latents
@@ -85,6 +100,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         cont_scale=0.0,
         sq_scale=0.5,  # unit-variance Gaussian log-likelihood: 0.5 * squared error (PlaNet / DreamerV1 code)
         kl_balance=False,
+        free_nats_per_step=True,  # planet training/utility.py: max(0, kl - free_nats) per step, then the mean
         kl_scale=1.0,  # PlaNet: KL not scaled
         dyn_scale=0.0,
         rep_scale=0.0,
@@ -95,7 +111,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     # DreamerV1 (Hafner et al. 2020, arXiv 1912.01603) Sec. 6 and App. A
     "dreamerv1": dict(
-        style="dreamerv1",
+        style="dreamerv1",  # ReLU convs, ELU dense layers, nn.GRUCell
+        initial="zeros",
+        action_clip=0.0,  # the tanh actor's actions are in bounds
+        image_bits=8,
+        reward_scale=1.0,
         deter=200,  # DreamerV1: GRU with 200 units
         stoch=30,  # DreamerV1: 30-d diagonal Gaussian
         classes=0,
@@ -109,6 +129,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         cont_scale=10.0,  # DreamerV1 code: pcont_scale 10
         sq_scale=0.5,  # DreamerV1 code: image and reward are tfd.Normal(mean, 1)
         kl_balance=False,
+        free_nats_per_step=False,  # DreamerV1 code: the batch mean clipped
         kl_scale=1.0,  # DreamerV1 Sec. 6: "we do not scale the KL regularizers (beta = 1)"
         dyn_scale=0.0,
         rep_scale=0.0,
@@ -131,7 +152,7 @@ class LayerNormGRUCell(nn.Module):
     def __init__(self, input_size: int, hidden_size: int) -> None:
         super().__init__()
         self.linear = nn.Linear(input_size + hidden_size, 3 * hidden_size, bias=False)
-        self.norm = nn.LayerNorm(3 * hidden_size)
+        self.norm = nn.LayerNorm(3 * hidden_size, eps=LN_EPS)
 
     def forward(self, x: Tensor, h: Tensor) -> Tensor:
         reset, cand, update = self.norm(self.linear(torch.cat([x, h], -1))).chunk(3, -1)
@@ -215,7 +236,7 @@ class RSSM(L.LightningModule):
 
         self.encoder = ConvEncoder(image_size, cfg["cnn_depth"], style, channels_last)
         self.img_in = nn.Sequential(*dense(style, self.stoch_dim + action_dim, hidden_dim))
-        gru = nn.GRUCell if style == "dreamerv1" else LayerNormGRUCell
+        gru = LayerNormGRUCell if style == "dreamerv3" else nn.GRUCell
         self.cell = gru(hidden_dim, cfg["deter"])
         self.img_out = nn.Sequential(*dense(style, cfg["deter"], hidden_dim))
         self.img_stats = nn.Linear(hidden_dim, stats_dim)
@@ -224,37 +245,42 @@ class RSSM(L.LightningModule):
 
         self.decoder = ConvDecoder(self.feature_dim, image_size, cfg["cnn_depth"], style, channels_last)
         twohot = cfg["reward_head"] == "twohot"
-        self.reward_head = mlp(style, self.feature_dim, hidden_dim, cfg["mlp_layers"], BINS if twohot else 1)
-        if twohot:  # DreamerV3 code: reward output layer initialized to zeros
+        head = (cfg.get("head_hidden", hidden_dim), cfg.get("head_layers", cfg["mlp_layers"]))  # reward, cont
+        self.reward_head = mlp(style, self.feature_dim, *head, BINS if twohot else 1)
+        self.cont_head = mlp(style, self.feature_dim, *head, 1) if cfg["cont_head"] else None
+        if cfg["initial"] == "learned":  # DreamerV3 code: RSSM.initial, W starts at zeros
+            self.initial_deter = nn.Parameter(torch.zeros(cfg["deter"]))
+        init_weights(self, style)
+        if twohot:  # DreamerV3 code: reward output layer initialized to zeros (reward_head outscale 0)
             nn.init.zeros_(self.reward_head[-1].weight)
             nn.init.zeros_(self.reward_head[-1].bias)
-        self.cont_head = (
-            mlp(style, self.feature_dim, hidden_dim, cfg["mlp_layers"], 1) if cfg["cont_head"] else None
-        )
         self._step_fn = torch.compile(self._step) if compile else self._step
 
     # --- the shared interface ---------------------------------------------------------------------------
 
     def initial(self, batch_size: int) -> State:
-        """-> state (B, ...): zeros, with uniform (categorical) or standard normal (Gaussian) stats."""
+        """-> state (B, ...): zeros, with uniform (categorical) or standard normal (Gaussian) stats; with
+        ``initial="learned"`` (DreamerV3) deter = tanh(W) of a learned W and stoch = the prior's mode at it."""
         cfg, zeros = self.config, lambda *s: torch.zeros(batch_size, *s, device=self.device, dtype=self.dtype)
-        deter = zeros(cfg["deter"])
         if self.categorical:
             shape = (cfg["stoch"], cfg["classes"])
-            return {"deter": deter, "stoch": zeros(*shape), "logits": zeros(*shape)}
-        return {
-            "deter": deter,
-            "stoch": zeros(cfg["stoch"]),
-            "mean": zeros(cfg["stoch"]),
-            "std": zeros(cfg["stoch"]) + 1.0,
-        }
+            state = {"deter": zeros(cfg["deter"]), "stoch": zeros(*shape), "logits": zeros(*shape)}
+        else:
+            stats = {"mean": zeros(cfg["stoch"]), "std": zeros(cfg["stoch"]) + 1.0}
+            state = {"deter": zeros(cfg["deter"]), "stoch": zeros(cfg["stoch"]), **stats}
+        if cfg["initial"] == "learned":
+            deter = torch.tanh(self.initial_deter)[None]  # (1, D)
+            stats = self._stats(self.img_stats(self.img_out(deter)))
+            state["deter"] = deter.expand(batch_size, -1)
+            state["stoch"] = latent_mode(stats).expand(batch_size, *state["stoch"].shape[1:])
+        return state
 
     def observe(self, images: Tensor, actions: Tensor, is_first: Tensor, state: State | None = None) -> State:
         """images (B, T, H, W, 3) uint8, actions (B, T, A), is_first (B, T) bool -> posterior states (B, T, ...).
 
         ``state`` (B, ...) continues a previous call; ``is_first`` resets a sequence to ``initial``."""
         self._check(images, actions, is_first)
-        return self._filter(to_float(images), actions, is_first, state)[0]
+        return self._filter(to_float(images, self.config["image_bits"]), actions, is_first, state)[0]
 
     def imagine(self, state: State, action: Tensor) -> State:
         """state (B, ...), action (B, A) -> prior state (B, ...); differentiable (rsample / straight-through)."""
@@ -303,7 +329,14 @@ class RSSM(L.LightningModule):
         return {"mean": mean, "std": F.softplus(std) + self.config["min_std"]}
 
     def _deter(self, state: State, action: Tensor) -> Tensor:
-        """state (B, ...), action (B, A) -> the next deterministic state h (B, D) = GRU(h, [z, a])."""
+        """state (B, ...), action (B, A) -> the next deterministic state h (B, D) = GRU(h, [z, a]).
+
+        With ``action_clip`` c > 0 (DreamerV3 code, ``RSSM.img_step``) actions are scaled by sg(c / max(c, |a|)):
+        an imagined action outside [-c, c] (the DreamerV3 actor's Normal samples) acts as its clipped value,
+        while its gradient keeps its direction."""
+        clip = self.config["action_clip"]
+        if clip > 0:
+            action = action * (clip / action.abs().clamp(min=clip)).detach()
         return self.cell(self.img_in(torch.cat([self._flat(state["stoch"]), action], -1)), state["deter"])
 
     def _prior(self, deter: Tensor) -> State:
@@ -374,7 +407,7 @@ class RSSM(L.LightningModule):
         with KL balancing. The KL terms are the raw means, before free nats and scales."""
         cfg, images = self.config, batch["image"]
         self._check(images, batch["action"], batch["is_first"])
-        x = to_float(images)  # (B, T, 3, H, W)
+        x = to_float(images, self.config["image_bits"], noise=True)  # (B, T, 3, H, W)
         post, prior = self._filter(x, batch["action"], batch["is_first"])
         features = self.features(post)  # (B, T, F)
         recon = self.decoder(rearrange(features, "b t f -> (b t) f"))
@@ -385,7 +418,7 @@ class RSSM(L.LightningModule):
             terms["reward"] = -TwoHotSymlog(reward_out).log_prob(reward).mean()
         else:
             terms["reward"] = cfg["sq_scale"] * (reward_out.squeeze(-1) - reward).square().mean()
-        total = terms["image"] + terms["reward"]
+        total = terms["image"] + cfg["reward_scale"] * terms["reward"]
         if self.cont_head is not None:
             cont = 1.0 - batch["is_terminal"].to(features.dtype)
             terms["cont"] = F.binary_cross_entropy_with_logits(self.cont_head(features).squeeze(-1), cont)
@@ -399,7 +432,11 @@ class RSSM(L.LightningModule):
                 + cfg["rep_scale"] * rep.clamp(min=free).mean()
             )
             terms.update(kl=dyn.mean(), dyn=dyn.mean(), rep=rep.mean())
-        else:  # PlaNet / DreamerV1 code: clip the batch mean at the free nats
+        elif cfg["free_nats_per_step"]:  # PlaNet code: max(0, kl - free nats) at each step, then the mean
+            divergence = kl(post, prior)  # (B, T)
+            total = total + cfg["kl_scale"] * (divergence - free).clamp(min=0).mean()
+            terms["kl"] = divergence.mean()
+        else:  # DreamerV1 code: clip the batch mean at the free nats
             divergence = kl(post, prior).mean()
             total = total + cfg["kl_scale"] * divergence.clamp(min=free)
             terms["kl"] = divergence
