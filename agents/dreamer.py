@@ -104,7 +104,7 @@ VERSIONS: dict[str, dict[str, Any]] = {
     "v1": dict(
         preset="dreamerv1",  # the default world model
         style="dreamerv1",  # actor and value MLPs: ELU
-        hidden=300,  # App. A, as the dreamerv1 preset: dense layers of 300 units
+        hidden=400,  # DreamerV1 code (dreamer.py): num_units 400 for the action and value models
         discount=0.99,  # App. A: discount 0.99
         actor_grad_continuous="backprop",  # Sec. 4: analytic gradients through the learned dynamics
         actor_grad_discrete="backprop",  # DreamerV1 code: straight-through one-hot samples

@@ -155,3 +155,23 @@ def test_planet_layers_are_relu_with_a_reward_head_of_3_x_300():
     linears = [m for m in model.reward_head if isinstance(m, nn.Linear)]
     shapes = [(m.in_features, m.out_features) for m in linears]
     assert shapes == [(230, 300), (300, 300), (300, 300), (300, 1)]
+
+
+# --- DreamerV1 ----------------------------------------------------------------------------------------------
+
+
+def linear_shapes(net: nn.Module) -> list[tuple[int, int]]:
+    return [(m.in_features, m.out_features) for m in net.modules() if isinstance(m, nn.Linear)]
+
+
+def test_dreamerv1_has_the_released_codes_units_and_adam_epsilon():
+    """danijar/dreamer (TF2) dreamer.py: RSSM(30, 200, 200), reward 2 x 400, pcont 3 x 400, value 3 x 400,
+    action 4 x 400; tools.py: tf.optimizers.Adam(lr), epsilon 1e-7."""
+    model = RSSM("dreamerv1", image_size=SIZE, action_dim=2)
+    assert linear_shapes(model.img_out) == [(200, 200)]
+    assert linear_shapes(model.reward_head) == [(230, 400), (400, 400), (400, 1)]
+    assert linear_shapes(model.cont_head) == [(230, 400), (400, 400), (400, 400), (400, 1)]
+    assert model.configure_optimizers().defaults["eps"] == 1e-7
+    agent = DreamerAgent(world_model=model, version="v1")
+    assert linear_shapes(agent.critic) == [(230, 400), (400, 400), (400, 400), (400, 1)]
+    assert linear_shapes(agent.actor) == [(230, 400)] + [(400, 400)] * 3 + [(400, 4)]

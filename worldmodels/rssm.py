@@ -120,12 +120,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         stoch=30,  # DreamerV1: 30-d diagonal Gaussian
         classes=0,
         min_std=0.1,
-        hidden=300,  # DreamerV1 App. A: dense layers of 300 units
+        hidden=200,  # DreamerV1 code (dreamer.py): models.RSSM(stoch, deter, deter): the RSSM's layers 200
         mlp_layers=2,
+        head_hidden=400,  # DreamerV1 code: num_units 400 for the reward and continue heads
+        head_layers=2,  # DreamerV1 code: reward DenseDecoder((), 2, num_units)
+        cont_layers=3,  # DreamerV1 code: pcont DenseDecoder((), 3, num_units, 'binary')
         cnn_depth=32,
         unimix=0.0,
         reward_head="mse",
-        cont_head=True,  # DreamerV1 Sec. 6: discount predictor for early episode ends
+        cont_head=True,  # DreamerV1 Sec. 6: discount predictor for early episode ends (code flag pcont)
         cont_scale=10.0,  # DreamerV1 code: pcont_scale 10
         sq_scale=0.5,  # DreamerV1 code: image and reward are tfd.Normal(mean, 1)
         kl_balance=False,
@@ -135,7 +138,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         rep_scale=0.0,
         free_nats=3.0,  # DreamerV1 Sec. 6: "clip them below 3 free nats as in PlaNet"
         lr=6e-4,  # DreamerV1 Sec. 6: world model lr 6e-4
-        eps=1e-4,  # DreamerV1 code: Adam epsilon 1e-4
+        eps=1e-7,  # DreamerV1 code (TF2, tools.py): tf.optimizers.Adam(lr), Keras' default epsilon 1e-7
         grad_clip=100.0,  # DreamerV1 Sec. 6: gradient norms clipped at 100
     ),
     # DreamerV3 (Hafner et al. 2023, arXiv 2301.04104v1) Table B.1 model sizes
@@ -247,7 +250,8 @@ class RSSM(L.LightningModule):
         twohot = cfg["reward_head"] == "twohot"
         head = (cfg.get("head_hidden", hidden_dim), cfg.get("head_layers", cfg["mlp_layers"]))  # reward, cont
         self.reward_head = mlp(style, self.feature_dim, *head, BINS if twohot else 1)
-        self.cont_head = mlp(style, self.feature_dim, *head, 1) if cfg["cont_head"] else None
+        cont = (head[0], cfg.get("cont_layers", head[1]))
+        self.cont_head = mlp(style, self.feature_dim, *cont, 1) if cfg["cont_head"] else None
         if cfg["initial"] == "learned":  # DreamerV3 code: RSSM.initial, W starts at zeros
             self.initial_deter = nn.Parameter(torch.zeros(cfg["deter"]))
         init_weights(self, style)
