@@ -2,13 +2,20 @@
 
 The Lightning Trainer owns the loop. ``OnlineDataModule`` owns the environments and the episode store: it
 collects ``seed_episodes`` with random actions before training, serves replay windows from the store, and
-``collect(agent, ...)`` steps the environments with the agent's policy, writing every finished episode to the
-store (atomically), where the replay sampler picks it up. ``EnvLoop`` is the callback that calls it after
-training steps and logs env steps, episodes and returns: every ``train_every`` steps for ``collect_steps``
-vector steps or ``collect_episodes`` episodes (PlaNet), or, with ``train_ratio``, after every training step
-for as many steps as keep the train ratio (Dreamer, ``TrainRatio``).
+``collect(agent, ...)`` steps the environments with the agent's policy, writing each episode in progress to
+the store as chunks of ``chunk_steps`` steps and every finished episode as one file (all atomically), where
+the replay sampler picks them up: an episode is replayed while it is still being collected. ``EnvLoop`` is
+the callback that calls it after training steps and logs env steps, episodes and returns: every
+``train_every`` steps for ``collect_steps`` vector steps or ``collect_episodes`` episodes (PlaNet), or, with
+``train_ratio``, after every training step for as many steps as keep the train ratio (Dreamer,
+``TrainRatio``).
 
-Resuming needs no extra state: episodes live on disk, and env-step counters are derived from the store.
+Resuming needs no extra state: episodes live on disk, and env-step counters are derived from the store (finished
+episodes and the written chunks of unfinished ones). A run killed mid-episode leaves that episode's chunks; the
+next start closes them into a truncated episode (``EpisodeStore.close_unfinished``), so every written step is
+kept once and ``agent_steps()`` reads the same before and after; the steps held in memory since the last chunk
+were never written or counted, and are lost. At the end of a run (``teardown``) an episode in progress that has
+written chunks is stored as a truncated episode with all its steps; one without chunks is dropped, as before.
 With ``offline=True`` there is no environment: the replay is the episode store (or video folder with sidecar
 actions and rewards) at ``path`` as it is, and training stops by ``trainer.max_steps``.
 An agent is any LightningModule with
@@ -32,7 +39,7 @@ from worldmodels import envs
 from worldmodels.collect import collect as collect_random
 from worldmodels.data import SequenceDataModule
 from worldmodels.errors import ConfigError
-from worldmodels.store import EpisodeStore
+from worldmodels.store import EpisodeStore, new_key
 
 
 class Agent(Protocol):
@@ -69,6 +76,14 @@ class OnlineDataModule(SequenceDataModule):
     given, replaces ``train_every``, ``collect_steps`` and ``collect_episodes`` (see ``TrainRatio``).
     ``max_env_steps`` stops training once the store holds that many environment steps (action repeat
     included).
+
+    ``chunk_steps`` (default 64): an episode in progress is written every ``chunk_steps`` policy steps, and
+    replay draws windows from it once its written steps reach the window ``length``, instead of after the
+    whole episode. 64 is the DreamerV3 batch length (Table W.1, ``length`` in configs/dreamer_*.yaml): one
+    chunk holds one training window, the earliest an episode can give one. With 4 envs at train ratio 512
+    (batch 16 x 64) each env collects 0.5 steps per training step, so a 500-step episode gives its first window
+    after 128 updates instead of 1000; it costs one file of 64 frames per env every 64 steps, deleted when the
+    episode finishes. ``0`` writes finished episodes only.
     """
 
     def __init__(
@@ -90,7 +105,13 @@ class OnlineDataModule(SequenceDataModule):
         workers: int = 0,
         seed: int = 0,
         replay_budget_mb: int = 2048,
+        chunk_steps: int = 64,
     ) -> None:
+        if chunk_steps < 0:
+            raise ConfigError(
+                f"chunk_steps={chunk_steps}: use 0 (finished episodes only) or a positive number"
+            )
+        self.chunk_steps = chunk_steps
         self.env_spec, self.num_envs, self.offline = env, num_envs, offline
         self.action_repeat, self.max_env_steps, self.ratio_schedule = action_repeat, None, None
         self.train_every, self.collect_episodes, self.collect_steps = (
@@ -145,7 +166,11 @@ class OnlineDataModule(SequenceDataModule):
             )
         if train_ratio is not None:
             self.ratio_schedule = TrainRatio(train_ratio, batch_steps, self.num_envs)
-        store_size = len(EpisodeStore(path)) if Path(path).is_dir() else 0
+        store_size = 0
+        if Path(path).is_dir():
+            store = EpisodeStore(path, cache_bytes=0)
+            store.close_unfinished()  # episodes a killed run left unfinished become truncated episodes first
+            store_size = len(store)
         if store_size < seed_episodes:
             collect_random(
                 env,
@@ -160,9 +185,11 @@ class OnlineDataModule(SequenceDataModule):
     # -- counters derived from the store -----------------------------------------------------------------
 
     def agent_steps(self) -> int:
-        """Policy steps stored (transitions: each episode's first step is a reset, not a step)."""
+        """Policy steps stored (transitions: each episode's first step is a reset, not a step), in finished
+        episodes and in the written chunks of unfinished ones."""
         self.store.refresh()
-        return sum(self.store.lengths()) - len(self.store)
+        unfinished = self.store.unfinished().values()
+        return sum(self.store.lengths()) - len(self.store) + sum(unfinished) - len(unfinished)
 
     def env_steps(self) -> int:
         return self.agent_steps() * self.action_repeat
@@ -181,24 +208,43 @@ class OnlineDataModule(SequenceDataModule):
         self._buffers: list[dict[str, list]] = [self._new_buffer(o) for o in obs]
         self._policy_state: Any = None
 
-    def _new_buffer(self, obs: np.ndarray) -> dict[str, list]:
+    def _new_buffer(self, obs: np.ndarray) -> dict[str, Any]:
+        """An episode in progress: its steps so far, its store key, how many steps are in written chunks."""
         first_action = -1 if self.discrete else np.zeros(self.action_dim, np.float32)
-        return {"image": [obs], "action": [first_action], "reward": [0.0], "terminal": False}
+        return {
+            "image": [obs],
+            "action": [first_action],
+            "reward": [0.0],
+            "terminal": False,
+            "key": new_key(),
+            "written": 0,
+        }
 
-    def _finish(self, buffer: dict[str, list]) -> float:
-        length = len(buffer["image"])
-        flags = np.zeros(length, bool)
-        is_first, is_last, is_terminal = flags.copy(), flags.copy(), flags.copy()
-        is_first[0], is_last[-1], is_terminal[-1] = True, True, buffer["terminal"]
-        episode = dict(
-            image=np.stack(buffer["image"]),
-            action=np.array(buffer["action"], np.int64) if self.discrete else np.stack(buffer["action"]),
-            reward=np.array(buffer["reward"], np.float32),
+    def _steps(self, buffer: dict[str, Any], start: int, end: int) -> dict[str, np.ndarray]:
+        """Steps [start, end) of a buffer in the store layout; is_last and is_terminal all False."""
+        flags = np.zeros(end - start, bool)
+        is_first = flags.copy()
+        is_first[0] = start == 0
+        actions = buffer["action"][start:end]
+        return dict(
+            image=np.stack(buffer["image"][start:end]),
+            action=np.array(actions, np.int64) if self.discrete else np.stack(actions),
+            reward=np.array(buffer["reward"][start:end], np.float32),
             is_first=is_first,
-            is_last=is_last,
-            is_terminal=is_terminal,
+            is_last=flags.copy(),
+            is_terminal=flags.copy(),
         )
-        self.store.add(episode)
+
+    def _write_chunk(self, buffer: dict[str, Any]) -> None:
+        start, end = buffer["written"], len(buffer["image"])
+        self.store.write_chunk(buffer["key"], start, self._steps(buffer, start, end))
+        buffer["written"] = end
+
+    def _finish(self, buffer: dict[str, Any]) -> float:
+        """Store the whole episode as one finished file (its chunks, if any, are deleted after)."""
+        episode = self._steps(buffer, 0, len(buffer["image"]))
+        episode["is_last"][-1], episode["is_terminal"][-1] = True, buffer["terminal"]
+        self.store.add(episode, key=buffer["key"])
         return float(episode["reward"].sum())
 
     @torch.no_grad()
@@ -233,6 +279,8 @@ class OnlineDataModule(SequenceDataModule):
                     buffer["terminal"] = bool(terminated[i])
                     returns.append(self._finish(buffer))
                     self._needs_reset[i] = True
+                elif self.chunk_steps and len(buffer["image"]) - buffer["written"] >= self.chunk_steps:
+                    self._write_chunk(buffer)
             done_steps += 1
         return returns
 
@@ -246,7 +294,12 @@ class OnlineDataModule(SequenceDataModule):
         }
 
     def teardown(self, stage: str) -> None:
+        """Close the envs; an episode in progress with written chunks is stored, truncated, with all its steps
+        (one without chunks was never visible and is dropped)."""
         if self._envs is not None:
+            for buffer, finished in zip(self._buffers, self._needs_reset):
+                if buffer["written"] and not finished:
+                    self._finish(buffer)
             self._envs.close()
             self._envs = None
 

@@ -3,9 +3,10 @@ import pytest
 import torch
 
 from tests.synthetic import moving_squares
+from tests.test_store import marked, steps_of
 from worldmodels.data import SequenceDataModule, SequenceDataset, SequenceSampler, open_source
 from worldmodels.errors import StoreError
-from worldmodels.store import EpisodeStore
+from worldmodels.store import EpisodeStore, new_key
 
 
 def make_store(path, lengths, size=8):
@@ -81,3 +82,46 @@ def test_open_source_errors(tmp_path):
     make_store(tmp_path / "s", [4], size=8)
     with pytest.raises(StoreError, match="--size 16"):
         open_source(tmp_path / "s", size=16)
+
+
+def test_a_window_of_an_episode_still_being_collected_is_sampleable_after_one_chunk(tmp_path):
+    growing = marked(10, base=100.0)
+    writer = EpisodeStore(tmp_path, create=True)
+    key = new_key()
+    reader = EpisodeStore(tmp_path)
+    with pytest.raises(StoreError, match="no steps to sample"):
+        SequenceSampler([reader], length=4, seed=0)
+    writer.write_chunk(key, 0, steps_of(growing, 0, 4))
+    assert reader.refresh() == 1 and len(reader) == 0 and reader.unfinished() == {key: 4}
+    sampler = SequenceSampler([reader], length=4, seed=0)
+    window = sampler.sample()  # the only window: the chunk's 4 steps
+    np.testing.assert_array_equal(window["image"], growing["image"][:4])
+    np.testing.assert_array_equal(window["reward"], [100, 101, 102, 103])
+    assert window["is_first"].tolist() == [True, False, False, False] and not window["is_last"].any()
+    np.testing.assert_array_equal(reader.read_unfinished(key, 1, 3)["action"], growing["action"][1:4])
+
+
+def test_no_window_crosses_into_unwritten_steps_or_into_another_episode(tmp_path):
+    store = EpisodeStore(tmp_path, create=True)
+    store.add(marked(5, seed=1))  # rewards 0..4, finished
+    growing, key = marked(20, seed=2, base=100.0), new_key()
+    for start in (0, 3):  # 6 of its 20 steps written, in chunks of 3
+        store.write_chunk(key, start, steps_of(growing, start, start + 3))
+    sampler = SequenceSampler([EpisodeStore(tmp_path)], length=4, seed=0)
+    # 5 finished steps + 3 windows inside the 6 written steps (starting at 0, 1, 2): weight 3/8 for them
+    assert sampler.open_starts.tolist() == [3] and sampler.ends.tolist() == [5]
+    starts = []
+    for _ in range(800):
+        reward = sampler.sample()["reward"]
+        if reward.max() >= 100:  # from the unfinished episode: all of it, consecutive, inside steps 0..5
+            assert reward.min() >= 100 and reward.max() <= 105
+            np.testing.assert_array_equal(np.diff(reward), [1, 1, 1])
+            starts.append(int(reward[0]) - 100)
+    assert sorted(set(starts)) == [0, 1, 2]
+    assert len(starts) / 800 == pytest.approx(3 / 8, abs=0.05)
+    contiguous = SequenceSampler([EpisodeStore(tmp_path)], length=4, seed=0, contiguous=True)
+    for _ in range(100):  # 2 windows in the finished episode, 3 in the unfinished one
+        reward = contiguous.sample()["reward"]
+        assert reward[0] in (0, 1, 100, 101, 102) and np.diff(reward).tolist() == [1, 1, 1]
+    with pytest.raises(StoreError, match="steps 4..8"):
+        store.read_unfinished(key, 4, 4)  # past the written steps

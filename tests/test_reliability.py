@@ -12,7 +12,7 @@ from tests.cli import run_cli, start_cli
 from tests.synthetic import moving_squares
 from worldmodels.errors import NonFiniteLossError, StoreError
 from worldmodels.guards import AtomicCheckpointIO, check_finite
-from worldmodels.store import EpisodeStore, write_episode
+from worldmodels.store import EpisodeStore, episode_key, write_episode
 
 
 def test_checkpoint_save_that_dies_leaves_the_previous_one(tmp_path, monkeypatch):
@@ -344,24 +344,43 @@ AGENT_LOOPS = {
 }  # fmt: skip
 
 
+def written_steps(episodes_dir):
+    """Key -> steps in the chunk files of each unfinished episode in a store (read from the names only)."""
+    return {
+        folder.name: max(int(c.name[9:17]) for c in folder.glob("*.npz"))
+        for folder in (episodes_dir / "unfinished").glob("[!.]*")
+        if list(folder.glob("*.npz"))
+    }
+
+
+def transitions(lengths):
+    return sum(n - 1 for n in lengths)  # an episode's first step is a reset, not a policy step
+
+
 @pytest.mark.parametrize("head", sorted(AGENT_LOOPS))
 def test_agent_loop_killed_with_sigkill_loses_and_duplicates_no_episode(tmp_path, head):
     episodes_dir, run = tmp_path / "episodes", tmp_path / "run"
     args = [
         *AGENT_LOOPS[head], "--data.path", str(episodes_dir), "--trainer.default_root_dir", str(run),
-        "--checkpoint_every", "5", "--trainer.log_every_n_steps", "1",
+        "--checkpoint_every", "5", "--trainer.log_every_n_steps", "1", "--data.chunk_steps", "4",
     ]  # fmt: skip
     proc = start_cli(*args, "--trainer.max_steps", "1000")
     deadline = time.monotonic() + 300
-    while not (run / "checkpoints" / "step20.ckpt").exists():
+    # Dreamer collects a step or two per training step: kill it early in an episode (4 to 16 of its 30 steps
+    # in chunks), so the kill leaves an unfinished episode. PlaNet collects whole episodes at once: anywhere.
+    while not (run / "checkpoints" / "step20.ckpt").exists() or (
+        head == "dreamer" and not any(4 <= n <= 16 for n in written_steps(episodes_dir).values())
+    ):
         assert proc.poll() is None and time.monotonic() < deadline, "the loop ended before it could be killed"
-        time.sleep(0.2)
+        time.sleep(0.02)
     proc.kill()
     proc.wait()
     before = {p.name: p.read_bytes() for p in episodes_dir.glob("*.npz")}
-    assert len(EpisodeStore(episodes_dir, on_corrupt="raise")) == len(
-        before
-    )  # every visible episode is whole
+    killed = EpisodeStore(episodes_dir, on_corrupt="raise")
+    assert len(killed) == len(before)  # every visible episode and chunk is whole
+    left = {key: killed.unfinished_episode(key) for key in killed.unfinished()}
+    assert head == "planet" or len(left) == 1
+    steps_on_disk = transitions(killed.lengths()) + transitions(len(e["image"]) for e in left.values())
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     step = saved["global_step"]
     assert step >= 15 and "RNGState" in str(saved["callbacks"].keys())
@@ -370,18 +389,105 @@ def test_agent_loop_killed_with_sigkill_loses_and_duplicates_no_episode(tmp_path
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     after = {p.name: p.read_bytes() for p in episodes_dir.glob("*.npz")}
     assert all(after.get(name) == data for name, data in before.items())  # nothing lost or rewritten
+    closed = {episode_key(name): name for name in after if episode_key(name) in left}
+    assert sorted(closed) == sorted(left)  # each unfinished episode became one finished, truncated episode
+    store = EpisodeStore(episodes_dir)
+    for key, steps in left.items():
+        episode = store.episode(store.paths.index(episodes_dir / closed[key]))
+        assert closed[key] == f"{key}-{len(steps['image'])}.npz" and not episode["is_terminal"].any()
+        for name in ("image", "action", "reward", "is_first"):
+            np.testing.assert_array_equal(episode[name], steps[name])  # its written steps, each once
+        assert not (episodes_dir / "unfinished" / key).exists()
+    lengths = dict(zip((p.name for p in store.paths), store.lengths()))
+    assert transitions(lengths[name] for name in [*before, *closed.values()]) == steps_on_disk  # none lost
     if head == "planet":  # seed episodes are not collected again; one per 5 steps after that
-        assert len(after) == len(before) + 2
-    else:  # 2 policy steps per training step: 20 steps, most of a 30-step episode
-        assert len(before) <= len(after) <= len(before) + 1
-    contents = [EpisodeStore(episodes_dir).episode(i)["image"].tobytes() for i in range(len(after))]
+        assert len(after) == len(before) + len(left) + 2
+    else:  # 1 policy step per training step (batch 4 x 8, ratio 32): 10 of a 30-step episode, which the
+        # run's end stores as a truncated episode (it has chunks)
+        assert len(after) == len(before) + len(left) + 1
+    contents = [store.episode(i)["image"].tobytes() for i in range(len(after))]
     assert len(set(contents)) == len(contents)  # no episode stored twice
+    assert len({episode_key(name) for name in after}) == len(after) and written_steps(episodes_dir) == {}
     final = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert final["global_step"] == step + 10
     adam_steps = [float(o["state"][0]["step"]) for o in final["optimizer_states"]]
     assert adam_steps == [step + 10] * len(adam_steps)  # every optimizer went on from its saved moments
     logged = [losses(p) for p in sorted(run.glob("csv/version_*/metrics.csv"))]
     assert len(logged) == 2 and min(logged[1]) == step  # the resumed run logs on from the saved step
+
+
+COLLECTOR = """
+import sys, time, torch
+from agents.online import OnlineDataModule
+
+class SlowRandom:  # 20 ms per step: a 30-step PixelPoint episode takes 0.6 s
+    def act(self, obs, is_first, state, explore):
+        time.sleep(0.02)
+        return torch.rand(obs.shape[0], 1) * 2 - 1, None
+
+dm = OnlineDataModule(sys.argv[1], env="worldmodels.pixel_point:PixelPoint-v0", size=16, action_repeat=1,
+                      seed_episodes=1, collect_steps=1, batch_size=2, length=4, chunk_steps=4)
+while True:
+    dm.collect(SlowRandom(), steps=1)
+    print(dm.agent_steps(), flush=True)  # what it reports as written
+"""
+
+
+def collector(path):
+    from agents.online import OnlineDataModule
+
+    return OnlineDataModule(
+        str(path), env="worldmodels.pixel_point:PixelPoint-v0", size=16, action_repeat=1, seed_episodes=1,
+        collect_steps=1, batch_size=2, length=4, chunk_steps=4,
+    )  # fmt: skip
+
+
+def test_collector_killed_with_sigkill_mid_episode_loses_and_doubles_no_written_step(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.cli import ROOT, cli_env
+
+    store_dir, report = tmp_path / "store", tmp_path / "report.txt"
+    with open(report, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", COLLECTOR, str(store_dir)], cwd=ROOT, env=cli_env(), stdout=out
+        )
+    try:
+        deadline = time.monotonic() + 300
+        # kill once a policy episode has finished and the next has 8 to 16 of its 30 steps in chunks
+        while not (
+            len(list(store_dir.glob("*.npz"))) >= 2
+            and 8 <= max(written_steps(store_dir).values(), default=0) <= 16
+        ):
+            assert proc.poll() is None and time.monotonic() < deadline, (
+                "the collector ended before it could be killed"
+            )
+            time.sleep(0.005)
+    finally:
+        proc.kill()  # also when the wait fails
+    proc.wait()
+    reported = int(report.read_text().split()[-1])
+    finished = {p.name: p.read_bytes() for p in store_dir.glob("*.npz")}
+    killed = EpisodeStore(store_dir, on_corrupt="raise")
+    [key] = killed.unfinished()
+    steps = killed.unfinished_episode(key)
+    on_disk = transitions(killed.lengths()) + len(steps["image"]) - 1
+    assert reported <= on_disk  # every step reported written is on disk (the report lags the disk by a step)
+
+    resumed = collector(store_dir)  # the writer's next start closes the unfinished episode
+    # the counter reads what is on disk: nothing lost, nothing doubled
+    assert resumed.agent_steps() == on_disk
+    store = EpisodeStore(store_dir, on_corrupt="raise")
+    names = [p.name for p in store.paths]
+    assert set(names) == {*finished, f"{key}-{len(steps['image'])}.npz"} and store.unfinished() == {}
+    assert all((store_dir / name).read_bytes() == data for name, data in finished.items())
+    closed = store.episode(names.index(f"{key}-{len(steps['image'])}.npz"))
+    for name in ("image", "action", "reward", "is_first"):
+        np.testing.assert_array_equal(closed[name], steps[name])
+    assert closed["is_last"][-1] and not closed["is_terminal"].any()
+    assert len(store) == len(finished) + 1  # the seed episode was not collected again
+    resumed.teardown("fit")
 
 
 def test_controller_evolution_killed_with_sigkill_resumes_the_same_search(tmp_path):

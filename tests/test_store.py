@@ -9,7 +9,15 @@ import pytest
 
 from tests.synthetic import moving_squares
 from worldmodels.errors import CorruptEpisodeError, StoreError
-from worldmodels.store import EpisodeStore, load_episode, one_hot, validate_episode, write_episode
+from worldmodels.store import (
+    EpisodeStore,
+    episode_name,
+    load_episode,
+    new_key,
+    one_hot,
+    validate_episode,
+    write_episode,
+)
 
 
 def test_round_trip(tmp_path):
@@ -120,3 +128,91 @@ def test_writer_killed_mid_write_leaves_no_visible_episode(tmp_path):
     proc.wait()
     assert not list(tmp_path.glob("*.npz"))
     assert len(EpisodeStore(tmp_path)) == 0
+
+
+# -- episodes still being collected: chunks under unfinished/<key>/ ---------------------------------------
+
+
+def steps_of(episode, start, end):
+    """Steps [start, end) of an episode as the collector writes them into a chunk (not yet ended)."""
+    chunk = {k: v[start:end].copy() for k, v in episode.items()}
+    chunk["is_last"][:], chunk["is_terminal"][:] = False, False
+    return chunk
+
+
+def marked(length, size=8, seed=0, base=0.0):
+    """An episode whose reward at step t is base + t, so a window tells where it came from."""
+    episode = moving_squares(episodes=1, length=length, size=size, seed=seed)[0]
+    episode["reward"] = base + np.arange(length, dtype=np.float32)
+    return episode
+
+
+def test_finishing_the_episode_gives_the_same_steps_exactly_once(tmp_path):
+    from worldmodels.data import SequenceSampler
+
+    episode, key = marked(8, base=100.0), new_key()
+    writer = EpisodeStore(tmp_path, create=True)
+    writer.add(marked(3, seed=1))
+    for start in (0, 3):
+        writer.write_chunk(key, start, steps_of(episode, start, start + 3))
+    reader = EpisodeStore(tmp_path, cache_bytes=0)  # keeps no chunk in memory: reads them from disk
+    sampler = SequenceSampler([reader], length=4, seed=0, contiguous=True)
+    assert reader.unfinished() == {key: 6} and len(reader) == 1
+    path = writer.add(episode, key=key)  # the finished file under the same key; the chunks go
+    assert path.name == f"{key}-8.npz" and not (tmp_path / "unfinished" / key).exists()
+    # a window indexed before the finish: its chunks are gone, the finished file has the same steps
+    window = reader.read_unfinished(key, 2, 4)
+    np.testing.assert_array_equal(window["reward"], [102, 103, 104, 105])
+    np.testing.assert_array_equal(window["image"], episode["image"][2:6])
+    assert reader.unfinished() == {} and reader.lengths() == [3, 8]  # once, as a finished episode
+    sampler.sample()
+    assert sampler.open_items == [] and sampler.starts.tolist() == [0, 5]  # the sampler re-indexed
+    for key_, values in episode.items():
+        np.testing.assert_array_equal(reader.episode(1)[key_], values)
+
+
+def test_a_finished_file_beside_leftover_chunks_is_seen_once(tmp_path):
+    """A kill between the finished file's rename and the chunks' deletion leaves both: readers take the file."""
+    episode, key = marked(6, base=100.0), new_key()
+    store = EpisodeStore(tmp_path, create=True)
+    store.write_chunk(key, 0, steps_of(episode, 0, 4))
+    write_episode(tmp_path, episode, episode_name(6, key))  # renamed, chunks not yet deleted
+    reader = EpisodeStore(tmp_path)
+    assert reader.lengths() == [6] and reader.unfinished() == {}
+    assert store.close_unfinished() == [] and not list((tmp_path / "unfinished").iterdir())
+
+
+def test_close_unfinished_keeps_the_written_steps_as_a_truncated_episode(tmp_path):
+    episode, key = marked(12, base=100.0), new_key()
+    store = EpisodeStore(tmp_path, create=True)
+    for start in (0, 4):
+        store.write_chunk(key, start, steps_of(episode, start, start + 4))
+    (tmp_path / "unfinished" / key / ".tmpabc.npz.tmp").write_bytes(b"half a chunk")  # killed mid-write
+    (tmp_path / "unfinished" / "20260101T000000-deadbeef").mkdir()  # killed before its first chunk
+    [path] = store.close_unfinished()
+    assert path.name == f"{key}-8.npz" and not list((tmp_path / "unfinished").iterdir())
+    closed = EpisodeStore(tmp_path).episode(0)
+    np.testing.assert_array_equal(closed["reward"], 100 + np.arange(8))
+    np.testing.assert_array_equal(closed["image"], episode["image"][:8])
+    assert closed["is_last"].tolist() == [False] * 7 + [True] and not closed["is_terminal"].any()
+    assert closed["is_first"].tolist() == [True] + [False] * 7
+
+
+def test_old_store_of_finished_episodes_only_loads_as_before(tmp_path):
+    for episode in moving_squares(episodes=2, length=5, size=8):
+        write_episode(tmp_path, episode)  # no unfinished/ folder, names of the old kind
+    store = EpisodeStore(tmp_path)
+    assert len(store) == 2 and store.lengths() == [5, 5] and store.unfinished() == {}
+    assert store.close_unfinished() == [] and len(EpisodeStore(tmp_path)) == 2
+
+
+def test_chunks_share_the_cache_budget(tmp_path):
+    episode, key = marked(40, size=16), new_key()
+    writer = EpisodeStore(tmp_path, create=True)
+    for start in range(0, 40, 8):
+        writer.write_chunk(key, start, steps_of(episode, start, start + 8))
+    chunk_bytes = sum(v.nbytes for v in steps_of(episode, 0, 8).values())
+    reader = EpisodeStore(tmp_path, cache_bytes=2 * chunk_bytes)
+    assert reader.unfinished() == {key: 40} and len(reader._cache) == 2  # 5 chunks read, 2 kept
+    np.testing.assert_array_equal(reader.read_unfinished(key, 6, 20)["image"], episode["image"][6:26])
+    assert reader._cached_bytes <= 2 * chunk_bytes
