@@ -216,3 +216,20 @@ def test_chunks_share_the_cache_budget(tmp_path):
     assert reader.unfinished() == {key: 40} and len(reader._cache) == 2  # 5 chunks read, 2 kept
     np.testing.assert_array_equal(reader.read_unfinished(key, 6, 20)["image"], episode["image"][6:26])
     assert reader._cached_bytes <= 2 * chunk_bytes
+
+
+def test_a_corrupt_chunk_is_named_and_the_episode_stops_before_it(tmp_path):
+    episode, key = marked(12, base=100.0), new_key()
+    store = EpisodeStore(tmp_path, create=True)
+    for start in (0, 4, 8):
+        path = store.write_chunk(key, start, steps_of(episode, start, start + 4))
+        if start == 4:
+            path.write_bytes(path.read_bytes()[:100])  # the disk mangled it
+    with pytest.warns(UserWarning, match="00000004-00000008.npz"):
+        reader = EpisodeStore(tmp_path)
+    assert reader.unfinished() == {key: 4}  # steps 4.. are not served: chunk 8 would follow a gap
+    with pytest.raises(CorruptEpisodeError, match="00000004-00000008.npz"):
+        EpisodeStore(tmp_path, on_corrupt="raise")
+    with pytest.warns(UserWarning):
+        [path] = EpisodeStore(tmp_path).close_unfinished()
+    assert path.name == f"{key}-4.npz" and EpisodeStore(tmp_path).lengths() == [4]
