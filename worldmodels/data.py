@@ -57,7 +57,7 @@ def open_source(
         return VideoFolder(path, size=size or 64, on_error="skip" if on_corrupt == "warn" else "raise")
     if is_episode_store(path):
         store = EpisodeStore(path, on_corrupt=on_corrupt, cache_bytes=replay_budget_mb << 20)
-        if len(store) == 0 and not store.unfinished():
+        if len(store) == 0:  # finished episodes: `worldmodels info` and the data module's checks need one
             raise StoreError(
                 f"{path}: the episode store holds no episodes; run `worldmodels collect --out {path}`"
             )

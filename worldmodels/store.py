@@ -329,11 +329,8 @@ class EpisodeStore:
 
     def _scan_unfinished(self) -> int:
         base = self.root / UNFINISHED
-        folders = (
-            {p.name: p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")}
-            if (base.is_dir())
-            else {}
-        )
+        listed = base.iterdir() if base.is_dir() else []  # hidden names: folders being deleted
+        folders = {p.name: p for p in listed if p.is_dir() and not p.name.startswith(".")}
         changes = 0
         for key in [k for k in self._open if k not in folders or k in self._keys]:  # finished or gone
             self._drop(key)
@@ -482,6 +479,11 @@ class EpisodeStore:
         """The same steps from the finished file of an episode that finished after the reader indexed it."""
         self.refresh()
         index = self._keys.get(key)
+        if key in self._open:
+            raise StoreError(
+                f"{self.root / UNFINISHED / key}: steps {start}..{stop} are past the {self._open[key].length} "
+                "written so far; read inside the written steps (see unfinished())"
+            )
         if index is None or stop > self._lengths[index]:
             raise EpisodeGone(
                 f"{self.root / UNFINISHED / key}: the unfinished episode is gone and no finished file holds its "
