@@ -29,7 +29,7 @@ Versions (``version``):
 * ``"v3"``, DreamerV3 (Hafner et al. 2023, arXiv 2301.04104v1) with its Table W.1 settings: critic with symlog
   two-hot outputs over 255 bins, regularized towards a slow EMA copy of itself; returns divided by
   max(1, S) with S the EMA of their 5th-95th percentile range (``ReturnScale``); actor entropy bonus 3e-4;
-  Adam lr 3e-5, epsilon 1e-5, gradient clipping 100 for actor and critic; discount 0.997, lambda 0.95. The actor
+  Adam lr 3e-5, epsilon 1e-5, gradient clipping 100 for actor and critic; discount 1 - 1/333, lambda 0.95. The actor
   is a Normal(tanh(mean), std in [0.1, 1]) for continuous actions and a 1%-unimix categorical for discrete ones.
   Its gradient estimator follows the paper's first version and its code (Jan 2023: ``actor_grad_cont:
   backprop``, ``actor_grad_disc: reinforce``): dynamics backpropagation for continuous actions (maximize
@@ -84,7 +84,7 @@ VERSIONS: dict[str, dict[str, Any]] = {
         hidden=512,  # Table B.1 size S: MLPs of 512 units
         actor_layers=2,  # Table B.1 size S: 2 MLP layers
         critic_layers=2,
-        discount=0.997,  # Table W.1: discount horizon 333, gamma = 1 - 1/333
+        discount=1 - 1 / 333,  # Table W.1: discount horizon 333 (DreamerV3 code: discount = 1 - 1 / horizon)
         actor_grad_continuous="backprop",  # DreamerV3 code (Jan 2023): actor_grad_cont: backprop
         actor_grad_discrete="reinforce",  # DreamerV3 code (Jan 2023): actor_grad_disc: reinforce
         actor_entropy=3e-4,  # Table W.1: actor entropy scale 3e-4
@@ -401,7 +401,8 @@ class DreamerAgent(WorldModelHead):
     ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
         """start (N, ...) detached posterior states, first_cont (N,) -> (loss, trajectory, metrics).
 
-        "backprop": loss = -mean(w * (R / max(1, S) + eta * H[pi])), gradients through the imagined dynamics.
+        "backprop": loss = -mean(w * ((R - v) / max(1, S) + eta * H[pi])), gradients through the imagined dynamics
+        (and through the baseline v(s_t), whose states the earlier actions made: DreamerV3 code ``-adv``).
         "reinforce": loss = -mean(w * (log pi(a) * sg((R - v) / max(1, S)) + eta * H[pi])); imagination runs
         without gradients, so none flow through the dynamics. The trajectory (detached features (N, H, F) of
         s_0..s_{H-1}, returns (N, H), weight (N, H)) feeds ``critic_loss``. The features of the imagined states
@@ -423,11 +424,13 @@ class DreamerAgent(WorldModelHead):
             scale = self.return_scale.scale()
         features = features[:, :-1].detach()  # s_0..s_{H-1}
         policy = self.actor(features)  # pi(. | s_t), t < H
-        if backprop:
-            objective = returns / scale
+        advantage = (
+            returns - value[:, :-1]
+        ) / scale  # DreamerV3 code (behaviors.py): normed_ret - normed_base
+        if backprop:  # the baseline keeps its gradient through the imagined states, as in the DreamerV3 code
+            objective = advantage
         else:
-            advantage = ((returns - value[:, :-1]) / scale).detach()
-            objective = self.actor.log_prob(policy, actions.detach()) * advantage
+            objective = self.actor.log_prob(policy, actions.detach()) * advantage.detach()
         policy_entropy = entropy(policy)  # (N, H)
         loss = -(weight * (objective + self.actor_entropy * policy_entropy)).mean()
         trajectory = {"features": features, "returns": returns.detach(), "weight": weight}

@@ -104,9 +104,24 @@ def test_imagined_continuation_is_the_heads_mode_in_v3_and_its_probability_in_v1
         start = agent.world_model.initial(2)
         _, trajectory, _ = agent.actor_loss(start, torch.ones(2))
         weights[version] = trajectory["weight"][0]
-    g3, g1 = 0.997, 0.99  # the versions' discounts
+    g3, g1 = 1 - 1 / 333, 0.99  # the versions' discounts
     torch.testing.assert_close(weights["v3"], torch.tensor([1.0, g3, g3**2]))  # mode(Bernoulli(0.7)) = 1
     torch.testing.assert_close(weights["v1"], torch.tensor([1.0, g1 * 0.7, (g1 * 0.7) ** 2]))
+
+
+def test_the_backprop_actor_maximizes_the_normalized_advantage_over_the_critics_baseline():
+    agent = DreamerAgent(
+        world_model=rssm("dreamerv3-XS"), horizon=3, hidden=16, actor_layers=1, critic_layers=1
+    )
+    agent.actor_entropy = 0.0
+    for layer in (agent.world_model.reward_head[-1], agent.critic[-1]):  # zero-initialized: v = 0 otherwise
+        nn.init.normal_(layer.weight, std=0.3)
+    start = {k: v.detach() for k, v in agent.world_model.initial(4).items()}
+    loss, trajectory, metrics = agent.actor_loss(start, torch.ones(4))
+    baseline = agent.value(trajectory["features"])  # v(s_0..s_{H-1}) (N, H)
+    advantage = (trajectory["returns"] - baseline) / metrics["return_scale"]
+    torch.testing.assert_close(loss, -(trajectory["weight"] * advantage).mean())
+    assert baseline.abs().mean() > 0.01
 
 
 # --- PlaNet -------------------------------------------------------------------------------------------------
