@@ -10,14 +10,18 @@ An agent checkpoint names its class (``checkpoint["model_class"]``); the class e
 
 from __future__ import annotations
 
+import csv
+import json
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import numpy as np
 import torch
 
 from worldmodels import envs
 from worldmodels.checkpoints import import_class, read_model_class
+from worldmodels.dreaming import write_video
 from worldmodels.errors import CheckpointError
 
 AGENT_CLASSES = (
@@ -71,6 +75,7 @@ def evaluate(
     discrete = envs.is_discrete(env.action_space)
     returns, videos = [], []
     for episode in range(episodes):
+        torch.manual_seed(seed + episode)  # a sampling model (z, latents) acts the same in every evaluation
         obs, _ = env.reset(seed=seed + episode)
         state, is_first, frames, total, done = None, True, [obs], 0.0, False
         while not done:
@@ -92,3 +97,64 @@ def trained_action_repeat(path: str | Path, spec: str) -> int | None:
     checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     trained = checkpoint.get("OnlineDataModule") or {}
     return trained.get("action_repeat") if trained.get("env") == spec else None
+
+
+class EvalLoop(L.Callback):
+    """Evaluation during an online run: at its start (a fresh run: the untrained policy) and then every
+    ``every`` environment steps (action repeat included), ``episodes`` episodes with the policy's mode
+    (``explore=True``: sampled actions, the DreamerV3 protocol). Logs ``eval/return`` and ``eval/return_std`` to
+    every logger (TensorBoard, the run's CSV), appends a row to ``<run>/eval.csv`` (env_steps, step, return_mean,
+    return_std, returns) and writes the first episode to ``<run>/eval/step<N>.mp4``."""
+
+    def __init__(self, every: int, episodes: int = 10, explore: bool = False, seed: int = 10_000) -> None:
+        self.every, self.episodes, self.explore, self.seed = every, episodes, explore, seed
+        self.next = 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        dm = trainer.datamodule
+        if dm.offline:
+            return
+        steps = dm.env_steps()
+        if trainer.global_step == 0:
+            self.run(trainer, pl_module, steps)
+        self.next = (steps // self.every + 1) * self.every
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        dm = trainer.datamodule
+        if dm.offline:
+            return
+        steps = dm.env_steps()
+        if steps >= self.next:
+            self.run(trainer, pl_module, steps)
+            self.next = (steps // self.every + 1) * self.every
+
+    def run(self, trainer: L.Trainer, pl_module: Any, env_steps: int) -> None:
+        dm = trainer.datamodule
+        pl_module.train(False)
+        with torch.random.fork_rng():  # evaluate() seeds torch; training's random stream goes on untouched
+            returns, videos = evaluate(
+                pl_module, dm.env_spec, self.episodes, dm.size, dm.action_repeat, self.seed, self.explore
+            )
+        pl_module.train(True)
+        mean, std = float(np.mean(returns)), float(np.std(returns))
+        for logger in trainer.loggers:
+            logger.log_metrics(
+                {"eval/return": mean, "eval/return_std": std, "eval/env_steps": env_steps},
+                trainer.global_step,
+            )
+        root = Path(trainer.default_root_dir)
+        table = root / "eval.csv"
+        new = not table.exists()
+        with open(table, "a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(["env_steps", "step", "return_mean", "return_std", "returns"])
+            writer.writerow(
+                [env_steps, trainer.global_step, f"{mean:.2f}", f"{std:.2f}", json.dumps(returns)]
+            )
+        write_video(root / "eval" / f"step{trainer.global_step}.mp4", videos[0], fps=30)
+        pl_module.print(
+            f"eval at env step {env_steps}: return {mean:.1f} +- {std:.1f} over {len(returns)} episodes"
+        )

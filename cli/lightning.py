@@ -28,6 +28,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from agents.evaluate import EvalLoop
 from agents.online import EnvLoop, OnlineDataModule
 from worldmodels.checkpoints import checkpoint_spec
 from worldmodels.data import SequenceDataModule
@@ -137,10 +138,33 @@ class AgentCLI(WorldModelCLI):
         parser.add_argument(
             "--ckpt_path", type=str | None, default=None, help="resume a run: last, or a .ckpt path"
         )
+        parser.add_argument(
+            "--eval_every",
+            type=int,
+            default=0,
+            help="evaluate every N env steps (and at the start): eval/return in the logs and <run>/eval.csv (0: off)",
+        )
+        parser.add_argument("--eval_episodes", type=int, default=10, help="episodes per evaluation")
+        parser.add_argument(
+            "--eval_explore", type=bool, default=False, help="evaluate sampled actions instead of the mode"
+        )
         keys = ("world_model.ckpt", "world_model.class_path", "world_model.init_args")
         parser.link_arguments(keys, "model.world_model", compute_fn=world_model_from)
         parser.link_arguments("train_world_model", "model.train_world_model")
         parser.link_arguments("offline", "data.offline")
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> L.Trainer:
+        options = self.options()
+        if options["eval_every"] <= 0:
+            return super()._instantiate_trainer(config, callbacks)
+        loop = EvalLoop(options["eval_every"], options["eval_episodes"], options["eval_explore"])
+        trainer = super()._instantiate_trainer(config, [*callbacks, loop])
+        # Lightning puts the trainer_defaults' callbacks (the env loop) last; the evaluation goes after the env
+        # loop, so that it sees the episodes collected in the same step
+        order = trainer.callbacks
+        order.remove(loop)
+        order.insert(next(i for i, c in enumerate(order) if isinstance(c, EnvLoop)) + 1, loop)
+        return trainer
 
     def before_instantiate_classes(self) -> None:
         config = self.options()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import inspect
+import json
 import math
 from pathlib import Path
 
@@ -311,7 +312,7 @@ def test_world_model_sizes_and_hyperparameters_survive_a_checkpoint_round_trip(t
     assert model.hparams["deter"] == 24 and "version" not in model.hparams and "horizon" not in model.hparams
     assert loaded.horizon == 3 and loaded.actor_lr == 1e-4
     # the saved hyperparameters hold the values in force, not the None that means "the version's"
-    assert loaded.hparams["discount"] == 0.997 and loaded.hparams["critic_lr"] == 3e-5
+    assert loaded.hparams["discount"] == 1 - 1 / 333 and loaded.hparams["critic_lr"] == 3e-5
     assert loaded.hparams["world_model"]["init_args"]["lr"] == 1e-4  # the preset's, resolved
     for key, value in agent.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[key], value)
@@ -362,6 +363,39 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 10
     cli.main([*argv, "--trainer.max_steps", "30", "--ckpt_path", "last"])
     return root
+
+
+def test_an_online_run_evaluates_the_policys_mode_at_its_start_and_every_n_env_steps(tmp_path: Path):
+    argv = ["agent", "dreamer", "-c", str(RECIPES / "dreamer_tiny.yaml"), "--trainer.default_root_dir"]
+    argv += [
+        str(tmp_path),
+        "--data.path",
+        str(tmp_path / "episodes"),
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
+    argv += [
+        "--trainer.max_steps",
+        "16",
+        "--checkpoint_every",
+        "1",
+        "--eval_every",
+        "40",
+        "--eval_episodes",
+        "2",
+    ]
+    cli.main(argv)
+    rows = list(csv.DictReader(open(tmp_path / "eval.csv")))
+    # 2 seed episodes of 30 steps, then 2 policy steps per training step: the 3rd episode ends at step 15
+    assert [(int(r["step"]), int(r["env_steps"])) for r in rows] == [(0, 60), (15, 90)]  # 90 >= 80
+    agent = load_agent(tmp_path / "checkpoints" / "step15.ckpt")
+    returns, _ = evaluate(agent, POINT, episodes=2, size=SIZE, action_repeat=1, seed=10_000)
+    assert json.loads(rows[1]["returns"]) == pytest.approx(
+        returns
+    )  # the policy at step 15, its mode, same seeds
+    logged = list(csv.DictReader(open(tmp_path / "csv" / "version_0" / "metrics.csv")))
+    assert sum(bool(r.get("eval/return")) for r in logged) == 2
+    assert (tmp_path / "eval" / "step15.mp4").stat().st_size > 0
 
 
 def test_cli_trains_checkpoints_and_resumes_the_whole_run(run: Path):
@@ -417,7 +451,7 @@ def test_recipes_name_real_options_and_build_their_agent(recipe: Path):
     )
     assert agent.actor_grad == ("reinforce" if discrete else "backprop")
     if recipe.name != "dreamer_tiny.yaml":  # DreamerV3 settings for DMC vision
-        assert agent.world_model.config["deter"] == 512 and agent.discount == 0.997
+        assert agent.world_model.config["deter"] == 512 and agent.discount == 1 - 1 / 333
         assert (config["data"]["batch_size"], config["data"]["length"], config["data"]["train_ratio"]) == (
             16,
             64,
