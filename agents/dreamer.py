@@ -280,6 +280,7 @@ class DreamerAgent(WorldModelHead):
         hidden: int | None = None,
         actor_layers: int | None = None,
         critic_layers: int | None = None,
+        imagined_cont: str | None = None,
         on_nonfinite: str = "stop",
     ) -> None:
         super().__init__()
@@ -298,6 +299,7 @@ class DreamerAgent(WorldModelHead):
             hidden=hidden,
             actor_layers=actor_layers,
             critic_layers=critic_layers,
+            imagined_cont=imagined_cont,
         )
         resolved = dict(cfg, **{k: v for k, v in given.items() if v is not None})
         resolved["actor_lr"] = resolved.pop("actor_lr", cfg["lr"])
@@ -305,6 +307,10 @@ class DreamerAgent(WorldModelHead):
         actor_grad = actor_grad or cfg["actor_grad_discrete" if self.discrete else "actor_grad_continuous"]
         self.hparams.update({k: resolved[k] for k in given}, actor_grad=actor_grad)  # the values in force
         self.discount = resolved["discount"]
+        if resolved["imagined_cont"] not in ("mode", "mean"):
+            raise ConfigError(
+                f"DreamerAgent imagined_cont={resolved['imagined_cont']!r}: use 'mode' or 'mean'"
+            )
         if actor_grad not in ACTOR_GRADS or on_nonfinite not in NONFINITE_MODES:
             raise ConfigError(
                 f"DreamerAgent actor_grad={actor_grad!r}, on_nonfinite={on_nonfinite!r}: use an actor_grad of "
@@ -333,7 +339,7 @@ class DreamerAgent(WorldModelHead):
         self.critic = mlp(style, features, width, resolved["critic_layers"], BINS if self.twohot else 1)
         init_weights(self.actor, style)
         init_weights(self.critic, style)
-        self.imagined_cont = cfg["imagined_cont"]
+        self.imagined_cont = resolved["imagined_cont"]  # "mode" (V3) or "mean" (V1) of the continue head
         if self.twohot:  # DreamerV3 code: critic output layer initialized to zeros (outscale 0)
             nn.init.zeros_(self.critic[-1].weight)
             nn.init.zeros_(self.critic[-1].bias)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -14,6 +15,7 @@ from encoders.mlp import TRUNC_STD
 from encoders.pixels import to_float
 from tests.synthetic import moving_squares
 from worldmodels.distributions import kl
+from worldmodels.errors import ConfigError
 from worldmodels.rssm import PRESETS, RSSM
 
 SIZE = 16
@@ -190,3 +192,25 @@ def test_dreamerv1_has_the_released_codes_units_and_adam_epsilon():
     agent = DreamerAgent(world_model=model, version="v1")
     assert linear_shapes(agent.critic) == [(230, 400), (400, 400), (400, 400), (400, 1)]
     assert linear_shapes(agent.actor) == [(230, 400)] + [(400, 400)] * 3 + [(400, 4)]
+
+
+def test_each_paper_detail_is_a_switch_saved_with_the_value_in_force():
+    model = rssm("dreamerv3-XS", initial="zeros", action_clip=0.0, image_bits=5, free_nats_per_step=False)
+    assert not hasattr(model, "initial_deter")
+    state = model.initial(1)
+    assert not torch.equal(
+        model._deter(state, torch.tensor([[3.0, 0.0]])), model._deter(state, torch.tensor([[1.0, 0.0]]))
+    )
+    saved = model.hparams
+    assert (saved["initial"], saved["action_clip"], saved["image_bits"], saved["reward_scale"]) == (
+        "zeros",
+        0,
+        5,
+        1,
+    )
+    assert rssm("planet").hparams["reward_scale"] == 10.0  # the preset's value, not None
+    agent = DreamerAgent(world_model=model, imagined_cont="mean", hidden=16, actor_layers=1, critic_layers=1)
+    assert agent.hparams["imagined_cont"] == "mean"
+    for bad in (dict(initial="random"), dict(image_bits=0), dict(action_clip=-1.0)):
+        with pytest.raises(ConfigError, match="RSSM initial="):
+            rssm("dreamerv3-XS", **bad)

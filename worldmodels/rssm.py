@@ -148,6 +148,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+INITIALS = ("learned", "zeros")
+
+
 class LayerNormGRUCell(nn.Module):
     """GRU cell with one LayerNorm over all gates and the update gate biased to keep the state (DreamerV3
     code, ``RSSM._gru``). x (B, I), h (B, H) -> h (B, H)."""
@@ -173,7 +176,8 @@ class RSSM(L.LightningModule):
     """PlaNet / Dreamer world model on the shared interface (worldmodels/interface.py).
 
     ``preset`` names a paper setting in ``PRESETS``; every other size argument left at None takes the
-    preset's value. ``classes=0`` gives Gaussian latents of ``stoch`` dims, ``classes>0`` categorical latents
+    preset's value (the paper-detail switches too: ``free_nats_per_step``, ``reward_scale``, ``image_bits``,
+    ``initial`` "learned" | "zeros", ``action_clip``; docs/fidelity.md). ``classes=0`` gives Gaussian latents of ``stoch`` dims, ``classes>0`` categorical latents
     of ``stoch`` x ``classes``. ``action_dim=0`` trains on video without actions (actions (B, T, 0)).
     """
 
@@ -192,6 +196,11 @@ class RSSM(L.LightningModule):
         lr: float | None = None,
         grad_clip: float | None = None,
         free_nats: float | None = None,
+        free_nats_per_step: bool | None = None,
+        reward_scale: float | None = None,
+        image_bits: int | None = None,
+        initial: str | None = None,
+        action_clip: float | None = None,
         channels_last: bool = False,
         compile: bool = False,
         on_nonfinite: str = "stop",
@@ -209,11 +218,21 @@ class RSSM(L.LightningModule):
             lr=lr,
             grad_clip=grad_clip,
             free_nats=free_nats,
+            free_nats_per_step=free_nats_per_step,
+            reward_scale=reward_scale,
+            image_bits=image_bits,
+            initial=initial,
+            action_clip=action_clip,
         )
         cfg = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
         for key in ("deter", "stoch", "hidden", "cnn_depth"):
             if cfg[key] < 1:
                 raise ConfigError(f"RSSM {key}={cfg[key]}: must be a positive integer")
+        if cfg["initial"] not in INITIALS or not 1 <= cfg["image_bits"] <= 8 or cfg["action_clip"] < 0:
+            raise ConfigError(
+                f"RSSM initial={cfg['initial']!r}, image_bits={cfg['image_bits']}, action_clip={cfg['action_clip']}: "
+                f"use initial in {INITIALS}, image_bits in 1..8 and action_clip >= 0 (0: off)"
+            )
         if cfg["classes"] < 0 or cfg["mlp_layers"] < 0 or action_dim < 0 or cfg["lr"] <= 0:
             raise ConfigError(
                 f"RSSM classes={cfg['classes']}, mlp_layers={cfg['mlp_layers']}, action_dim={action_dim}, "
