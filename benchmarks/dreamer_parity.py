@@ -42,11 +42,11 @@ Printed: a table, then one JSON line per term (``{"what": "dreamer_parity", "ter
 both implementations define the term by the same formula on the same inputs (``TERMS``); for those, the target
 is a relative difference of at most 1% (or an absolute one of at most 1e-6, for a term that is zero up to
 float32 rounding, as the values and returns are with ``--zero-heads``). docs/parity.md explains the terms that
-differ in definition, with the lines of code on both sides. Today that is the actor's loss and gradient: SheepRL
-subtracts the critic's baseline from the lambda-returns, ours does not. ``actor_no_baseline`` is SheepRL's actor
-loss (and its gradient) without that baseline, which is ours' definition. Our side recomputes it from the
-trajectory, so the script notices when ours subtracts the baseline too; ``actor`` then counts as the same
-quantity.
+differ in definition, with the lines of code on both sides. Until 2026-12-02 that was the actor's loss and
+gradient: SheepRL (and the official code) subtract the critic's baseline from the lambda-returns, ours did not.
+``actor_no_baseline`` is SheepRL's actor loss (and its gradient) without that baseline. Our side recomputes its
+no-baseline loss from the trajectory, so the script notices whether ours subtracts the baseline; when it does (now),
+``actor`` counts as the same quantity and the no-baseline rows are left out.
 """
 
 from __future__ import annotations
@@ -636,6 +636,8 @@ def compare(
         if group in ours_grads or group in theirs_grads:
             row = dict(term=f"grad/{group}", kind="grad_norm", ours=ours_grads.get(group))
             rows.append({**row, "sheeprl": theirs_grads.get(group), "same": grad_same[group]})
+    if ours_baseline:  # the no-baseline variant only explained a difference that is gone
+        rows = [r for r in rows if not r["term"].endswith("actor_no_baseline")]
     for row in rows:
         both = row["ours"] is not None and row["sheeprl"] is not None
         row["rel_diff"] = rel_diff(row["ours"], row["sheeprl"]) if both else None
