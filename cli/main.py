@@ -53,7 +53,7 @@ def cmd_collect(args: argparse.Namespace) -> None:
 
 def summarize(path: str | Path) -> dict:
     """What `worldmodels info` prints, as a dict."""
-    from worldmodels.data import open_source
+    from worldmodels.sources import open_source
     from worldmodels.store import EpisodeStore
 
     source = open_source(path)

@@ -233,3 +233,25 @@ def test_a_corrupt_chunk_is_named_and_the_episode_stops_before_it(tmp_path):
     with pytest.warns(UserWarning):
         [path] = EpisodeStore(tmp_path).close_unfinished()
     assert path.name == f"{key}-4.npz" and EpisodeStore(tmp_path).lengths() == [4]
+
+
+def test_info_envs_and_help_import_neither_torch_nor_lightning(tmp_path: Path):
+    """`worldmodels info` on a store, `envs` and `--help` start in about a second: Lightning's import alone costs
+    ~7 s and ~0.9 GB (issue #20), so these commands must not pull it in (nor torch)."""
+    store = EpisodeStore(tmp_path / "store", create=True, metadata={"env": "synthetic"})
+    for episode in moving_squares(episodes=2, length=5, size=8):
+        store.add(episode)
+    code = f"""
+import contextlib, io, sys
+import cli.main as cli
+for argv in (["info", {str(tmp_path / "store")!r}], ["envs", "--filter", "cartpole"], ["--help"]):
+    with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):
+        cli.main(argv)
+    assert out.getvalue(), argv
+loaded = [m for m in ("torch", "lightning") if m in sys.modules]
+assert not loaded, loaded
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1]
+    )
+    assert result.returncode == 0, result.stderr[-2000:]

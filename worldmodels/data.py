@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Protocol
 
 import lightning as L
 import numpy as np
@@ -29,52 +28,17 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from worldmodels.errors import StoreError
-from worldmodels.store import EpisodeGone, EpisodeStore, is_episode_store
+from worldmodels.sources import Source, image_size_of, open_source
+from worldmodels.store import EpisodeGone
 
-
-class Source(Protocol):
-    action_dim: int
-    discrete: bool
-
-    def lengths(self) -> list[int]: ...
-
-    def read(self, index: int, start: int, length: int) -> dict[str, np.ndarray]: ...
-
-    def refresh(self) -> Any: ...
-
-
-def open_source(
-    path: str | Path, size: int | None = None, on_corrupt: str = "warn", replay_budget_mb: int = 2048
-) -> Source:
-    """An episode store or a video folder at ``path``; ``size`` resizes videos (stores keep their size).
-    ``replay_budget_mb`` bounds the memory of decoded episodes a store keeps (the rest is re-read from disk)."""
-    from worldmodels.videos import VideoFolder, is_video_folder
-
-    path = Path(path)
-    if not path.exists():
-        raise StoreError(f"{path}: no such file or directory; give an episode store or a folder of videos")
-    if is_video_folder(path):
-        return VideoFolder(path, size=size or 64, on_error="skip" if on_corrupt == "warn" else "raise")
-    if is_episode_store(path):
-        store = EpisodeStore(path, on_corrupt=on_corrupt, cache_bytes=replay_budget_mb << 20)
-        if len(store) == 0:  # finished episodes: `worldmodels info` and the data module's checks need one
-            raise StoreError(
-                f"{path}: the episode store holds no episodes; run `worldmodels collect --out {path}`"
-            )
-        if size is not None and store.image_shape[0] != size:
-            raise StoreError(
-                f"{path}: episodes are {store.image_shape[0]}px but size {size} was asked for; "
-                f"drop the size option or re-collect with --size {size}"
-            )
-        return store
-    raise StoreError(
-        f"{path}: neither an episode store (*.npz + metadata.json) nor a folder of videos "
-        "(mp4/webm/avi/mov/gif or png/jpg frame folders)"
-    )
-
-
-def image_size_of(source: Source) -> int:
-    return int(source.image_shape[0]) if isinstance(source, EpisodeStore) else int(source.size)
+__all__ = [
+    "SequenceDataModule",
+    "SequenceDataset",
+    "SequenceSampler",
+    "Source",
+    "image_size_of",
+    "open_source",
+]
 
 
 class SequenceSampler:
