@@ -68,13 +68,18 @@ def evaluate(
     action_repeat: int | None = None,
     seed: int = 0,
     explore: bool = False,
+    progress: bool = False,
 ) -> tuple[list[float], list[np.ndarray]]:
-    """Play ``episodes`` episodes; returns their returns and their frames (T, H, W, 3) uint8."""
+    """Play ``episodes`` episodes; returns their returns and their frames (T, H, W, 3) uint8. ``progress``
+    shows a bar over the episodes with the last return."""
+    from tqdm import tqdm
+
     env = envs.make(spec, size=size or agent.image_size, action_repeat=action_repeat, seed=seed)
     check_compatible(agent, env)
     discrete = envs.is_discrete(env.action_space)
     returns, videos = [], []
-    for episode in range(episodes):
+    bar = tqdm(range(episodes), desc=f"eval {spec}", unit="ep", disable=not progress)
+    for episode in bar:
         torch.manual_seed(seed + episode)  # a sampling model (z, latents) acts the same in every evaluation
         obs, _ = env.reset(seed=seed + episode)
         state, is_first, frames, total, done = None, True, [obs], 0.0, False
@@ -88,6 +93,7 @@ def evaluate(
             is_first, done = False, terminated or truncated
         returns.append(total)
         videos.append(np.stack(frames))
+        bar.set_postfix(ret=f"{total:.1f}")
     env.close()
     return returns, videos
 

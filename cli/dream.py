@@ -76,7 +76,12 @@ def run_dream(args: argparse.Namespace) -> dict[str, Path]:
     video.parent.mkdir(parents=True, exist_ok=True)
     if agent is not None:
         acted = video_grid(
-            out["truth"], out["dream_policy"], out["context_recon"], out["context"], pad=GRID_PAD
+            out["truth"],
+            out["dream_policy"],
+            out["context_recon"],
+            out["context"],
+            pad=GRID_PAD,
+            labels=("truth", "actor", "error"),
         )
         width = out["truth"].shape[3]
         frames = np.concatenate([frames, acted[:, :, GRID_PAD + width :]], axis=2)  # without its truth column

@@ -129,7 +129,9 @@ def cmd_eval(args: argparse.Namespace) -> list[float]:
         torch.set_num_threads(1)
     agent = load_agent(args.ckpt)
     action_repeat = args.action_repeat or trained_action_repeat(args.ckpt, args.env)
-    returns, videos = evaluate(agent, args.env, args.episodes, args.size, action_repeat, args.seed)
+    returns, videos = evaluate(
+        agent, args.env, args.episodes, args.size, action_repeat, args.seed, progress=True
+    )
     print(f"{args.env}: return {np.mean(returns):.1f} +- {np.std(returns):.1f} over {len(returns)} episodes")
     if args.video:
         from worldmodels.dreaming import write_video

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from worldmodels.dreaming import (
     CONTEXT_COLOR,
     DREAM_COLOR,
+    LABEL_ROWS,
     PSNR_CAP,
     DreamVideoCallback,
     dream,
@@ -182,7 +183,7 @@ def test_ssim_is_one_for_identical_images_and_low_for_noise():
 def test_video_grid_marks_context_and_dream():
     data = shifting_batch(batch=2)
     out = dream(ShiftModel(), data["image"], data["action"], data["is_first"], context=3, horizon=5)
-    frames = video_grid(out["truth"], out["dream"], out["context_recon"], out["context"], pad=2)
+    frames = video_grid(out["truth"], out["dream"], out["context_recon"], out["context"], pad=2, labels=None)
     height, width = 2 + 2 * (SIZE + 2), 2 + 3 * (SIZE + 2)
     assert frames.shape == (8, height, width, 3) and frames.dtype == np.uint8
     assert tuple(frames[0, 0, 0]) == CONTEXT_COLOR and tuple(frames[2, 0, 0]) == CONTEXT_COLOR
@@ -192,7 +193,21 @@ def test_video_grid_marks_context_and_dream():
     np.testing.assert_array_equal(frames[3, y : y + SIZE, 2 : 2 + SIZE], out["truth"][1, 0])
     np.testing.assert_array_equal(frames[3, y : y + SIZE, 20 : 20 + SIZE], out["dream"][1, 0])
     np.testing.assert_array_equal(frames[3, y : y + SIZE, 38 : 38 + SIZE], 0)
-    assert video_grid(out["truth"], out["dream"]).shape == (5, height, width, 3)
+    assert video_grid(out["truth"], out["dream"], labels=None).shape == (5, height, width, 3)
+
+
+def test_video_grid_names_its_columns_in_a_header():
+    data = shifting_batch(batch=2)
+    out = dream(ShiftModel(), data["image"], data["action"], data["is_first"], context=3, horizon=5)
+    plain = video_grid(out["truth"], out["dream"], out["context_recon"], out["context"], labels=None)
+    frames = video_grid(out["truth"], out["dream"], out["context_recon"], out["context"])
+    assert frames.shape == (8, LABEL_ROWS + plain.shape[1], plain.shape[2], 3)
+    np.testing.assert_array_equal(frames[:, LABEL_ROWS:], plain)  # the grid below is unchanged
+    header = frames[3, :LABEL_ROWS]  # a dream frame: "truth", "dream", "error" in white on red
+    for column in range(3):
+        x = 2 + column * (SIZE + 2)  # SIZE // 6 letters of each name fit a column
+        assert (header[:, x : x + SIZE, 2] > 128).sum() > 5  # white (antialiased) text on red in every column
+    assert not np.array_equal(frames[0, :LABEL_ROWS], header)  # context frames: "recon", on green
 
 
 @pytest.mark.parametrize(("suffix", "size"), [(".mp4", (21, 31)), (".gif", (20, 30)), (".webm", (20, 30))])

@@ -40,6 +40,7 @@ ACTION_MODES = ("recorded", "random")
 PSNR_CAP = 100.0  # dB; the PSNR reported for identical frames (MSE 0) so CSV/JSON stay finite
 CONTEXT_COLOR = (0, 200, 0)  # border while the model still sees real frames
 DREAM_COLOR = (220, 0, 0)  # border once the open-loop dream begins
+LABEL_ROWS = 11  # the column names above a video grid: PIL's default font is 11 px tall
 METRICS = ("mse", "psnr", "ssim")
 
 ArrayLike = np.ndarray | Tensor
@@ -254,7 +255,7 @@ def write_metrics(out: str | Path, metrics: Mapping[str, np.ndarray]) -> dict[st
         ax.plot(steps, columns[name], label="dream")
         if f"baseline_{name}" in columns:
             ax.plot(steps, columns[f"baseline_{name}"], "--", label="copy last frame")
-        ax.set(title=name, xlabel="dream step")
+        ax.set(title=f"{name} ({'lower' if name == 'mse' else 'higher'} is better)", xlabel="dream step")
         ax.grid(alpha=0.3)
     fig.axes[0].legend()
     fig.savefig(paths["png"], dpi=100)
@@ -281,6 +282,19 @@ def _error(a: np.ndarray, b: np.ndarray, gain: float) -> np.ndarray:
     return np.clip(diff, 0, 255).astype(np.uint8)
 
 
+def _label(frames: np.ndarray, names: tuple[str, ...], width: int, pad: int) -> np.ndarray:
+    """frames (T, H', W', 3) -> (T, LABEL_ROWS + H', W', 3): a header of the frames' background colour naming
+    each column (white text, PIL's default font), so that a video says which column is which."""
+    from PIL import Image, ImageDraw
+
+    header = Image.fromarray(np.broadcast_to(frames[0, :1, :1], (LABEL_ROWS, frames.shape[2], 3)).copy())
+    draw = ImageDraw.Draw(header)
+    for c, name in enumerate(names):
+        draw.text((pad + c * (width + pad), 0), name[: max(1, width // 6)], fill=(255, 255, 255))
+    top = np.broadcast_to(np.asarray(header), (len(frames), *np.asarray(header).shape))
+    return np.concatenate([top, frames], axis=1)
+
+
 def video_grid(
     truth: np.ndarray,
     dream: np.ndarray,
@@ -288,13 +302,15 @@ def video_grid(
     context: np.ndarray | None = None,
     pad: int = 2,
     error_gain: float = 3.0,
+    labels: tuple[str, str, str] | None = ("truth", "dream", "error"),
 ) -> np.ndarray:
     """Frames to watch a dream: truth, dream (B, T, H, W, 3) uint8 -> (C + T, H', W', 3) uint8.
 
     Each frame: one row per sequence, columns truth | dream | |error| * ``error_gain``. With ``context``
     and ``context_recon`` (B, C, H, W, 3) the C context frames come first (truth | reconstruction | error)
     on a green background (``CONTEXT_COLOR``); dream frames are on red (``DREAM_COLOR``), so the start of
-    the open loop is visible.
+    the open loop is visible. ``labels`` names the columns in a header of ``LABEL_ROWS`` rows (the context
+    frames' middle column reads "recon"); None leaves it out.
     """
     if (context is None) != (context_recon is None):
         raise ValueError("video_grid: pass both context and context_recon, or neither")
@@ -302,9 +318,14 @@ def video_grid(
     def cells(real: np.ndarray, pred: np.ndarray) -> np.ndarray:  # -> (T, B, 3, H, W, 3)
         return np.stack([real, pred, _error(real, pred, error_gain)], axis=2).swapaxes(0, 1)
 
+    width = np.asarray(truth).shape[3]
     frames = _grid_frames(cells(np.asarray(truth), np.asarray(dream)), DREAM_COLOR, pad)
+    if labels is not None:
+        frames = _label(frames, labels, width, pad)
     if context is not None:
         seen = _grid_frames(cells(np.asarray(context), np.asarray(context_recon)), CONTEXT_COLOR, pad)
+        if labels is not None:
+            seen = _label(seen, (labels[0], "recon", labels[2]), width, pad)
         frames = np.concatenate([seen, frames])
     return frames
 
