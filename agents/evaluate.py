@@ -18,10 +18,11 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from worldmodels import envs
 from worldmodels.checkpoints import import_class, read_model_class
-from worldmodels.dreaming import write_video
+from worldmodels.dreaming import add_gif, write_video
 from worldmodels.errors import CheckpointError
 
 AGENT_CLASSES = (
@@ -110,7 +111,8 @@ class EvalLoop(L.Callback):
     ``every`` environment steps (action repeat included), ``episodes`` episodes with the policy's mode
     (``explore=True``: sampled actions, the DreamerV3 protocol). Logs ``eval/return`` and ``eval/return_std`` to
     every logger (TensorBoard, the run's CSV), appends a row to ``<run>/eval.csv`` (env_steps, step, return_mean,
-    return_std, returns) and writes the first episode to ``<run>/eval/step<N>.mp4``."""
+    return_std, returns), writes the first episode to ``<run>/eval/step<N>.mp4`` and logs it to TensorBoard as a
+    GIF (``eval/video``, every 4th frame)."""
 
     def __init__(self, every: int, episodes: int = 10, explore: bool = False, seed: int = 10_000) -> None:
         self.every, self.episodes, self.explore, self.seed = every, episodes, explore, seed
@@ -161,6 +163,9 @@ class EvalLoop(L.Callback):
                 [env_steps, trainer.global_step, f"{mean:.2f}", f"{std:.2f}", json.dumps(returns)]
             )
         write_video(root / "eval" / f"step{trainer.global_step}.mp4", videos[0], fps=30)
+        for logger in trainer.loggers:  # every 4th frame of the first episode, as a GIF under Images
+            if isinstance(logger, TensorBoardLogger):
+                add_gif(logger.experiment, "eval/video", videos[0][::4], trainer.global_step, fps=8)
         pl_module.print(
             f"eval at env step {env_steps}: return {mean:.1f} +- {std:.1f} over {len(returns)} episodes"
         )

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -396,6 +397,9 @@ def test_an_online_run_evaluates_the_policys_mode_at_its_start_and_every_n_env_s
     logged = list(csv.DictReader(open(tmp_path / "csv" / "version_0" / "metrics.csv")))
     assert sum(bool(r.get("eval/return")) for r in logged) == 2
     assert (tmp_path / "eval" / "step15.mp4").stat().st_size > 0
+    events = EventAccumulator(str(tmp_path), size_guidance={"images": 0})
+    events.Reload()
+    assert [e.step for e in events.Images("eval/video")] == [0, 15]  # the GIF of each evaluation
 
 
 def test_cli_trains_checkpoints_and_resumes_the_whole_run(run: Path):

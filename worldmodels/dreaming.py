@@ -359,7 +359,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 10, scale: int 
     return path
 
 
-def _add_gif(writer: Any, tag: str, frames: np.ndarray, step: int, fps: int) -> None:
+def add_gif(writer: Any, tag: str, frames: np.ndarray, step: int, fps: int) -> None:
     """Log frames (T, H, W, 3) uint8 to TensorBoard as an animated GIF (shown under Images).
 
     ``SummaryWriter.add_video`` would do the same but needs moviepy < 2 (``moviepy.editor``) and silently
@@ -504,7 +504,7 @@ class DreamVideoCallback(lightning.Callback):
         for logger in trainer.loggers:
             logger.log_metrics(scalars, step=step)
             if isinstance(logger, TensorBoardLogger):
-                _add_gif(logger.experiment, f"{self.tag}/video", frames, step, self.fps)
+                add_gif(logger.experiment, f"{self.tag}/video", frames, step, self.fps)
 
 
 def plot_values(path: str | Path, metrics: Mapping[str, np.ndarray]) -> Path:
