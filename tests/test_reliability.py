@@ -2,6 +2,7 @@
 
 import errno
 import pickle
+import re
 import time
 
 import numpy as np
@@ -553,3 +554,28 @@ def test_fit_runs_with_ddp_on_two_cpu_processes(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in result.stderr + result.stdout
     assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+
+
+def test_a_run_states_its_cost_per_step_and_its_time_to_max_steps_and_notes_bf16_on_a_cpu(tmp_path):
+    store = EpisodeStore(tmp_path / "data", create=True)
+    for episode in moving_squares(episodes=3, length=20, size=16):
+        store.add(episode)
+    args = [
+        "fit",
+        "-c",
+        "configs/tiny_rssm.yaml",
+        "--data.path",
+        str(store.root),
+        "--trainer.max_steps",
+        "30",
+    ]
+    args += ["--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.enable_progress_bar", "false"]
+    result = run_cli(*args, "--trainer.precision", "bf16-mixed")
+    assert result.returncode == 0, result.stderr[-2000:]
+    line = next(x for x in result.stdout.splitlines() if x.startswith("cost: "))
+    per_step, minutes = re.fullmatch(
+        r"cost: ([0-9.]+) s per training step over the first 20; 10 steps to max_steps 30: about (\d+) min more",
+        line,
+    ).groups()
+    assert float(per_step) > 0 and int(minutes) == round(10 * float(per_step) / 60)
+    assert "note: precision bf16-mixed on a CPU" in result.stdout
