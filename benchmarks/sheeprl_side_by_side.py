@@ -222,6 +222,12 @@ def main() -> None:
     parser.add_argument("--what", nargs="+", default=["full"], choices=list(WHATS))
     parser.add_argument("--ours-variant", default="base", choices=list(VARIANTS))
     parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"], help="both")
+    parser.add_argument(
+        "--sheeprl-python",
+        default=None,
+        help=f"the Python that has SheepRL (default {VENV}/bin/python); e.g. a GPU machine's own python3 with "
+        "SheepRL's wheels on PYTHONPATH (scripts/gpu_check.sh)",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--size", choices=SIZES, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -234,13 +240,14 @@ def main() -> None:
         args.what = args.what[0]
         sheeprl_worker(args)
         return
-    if not venv_python().exists():
+    sheeprl_python = args.sheeprl_python or str(venv_python())
+    if args.sheeprl_python is None and not venv_python().exists():
         parser.error(f"no SheepRL environment at {VENV}: run `python {Path(__file__).name} --setup` first")
     for size in args.sizes:
         for what in args.what:
             ours = worker_command(args, size, what, args.ours_variant, precision=args.precision)
             theirs = [
-                str(venv_python()),
+                sheeprl_python,
                 str(Path(__file__).resolve()),
                 "--worker",
                 "--size",
