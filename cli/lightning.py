@@ -18,6 +18,8 @@ size (``data.size``) defaults to the loaded model's.
 
 from __future__ import annotations
 
+import logging
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -38,6 +40,63 @@ from worldmodels.guards import AtomicCheckpointIO, RNGState
 from worldmodels.interface import WorldModel
 
 warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
+# Lightning's start-up chatter that tells a user of these commands nothing they need (issue #20): the offline
+# data modules have no validation loader by design; the torch-internal deprecation is Lightning's to fix; the
+# checkpoint hint on a fresh `--ckpt_path last` is replaced by `say_resume`; the seed is in config.yaml.
+for _message in (
+    ".*You defined a `validation_step` but have no `val_dataloader`.*",
+    ".*isinstance\\(treespec, LeafSpec\\).*",
+    ".*there is no last checkpoint available.*",
+    "No seed found, seed set to.*",
+):
+    warnings.filterwarnings("ignore", message=_message)
+CHATTER = (
+    "GPU available:",
+    "TPU available:",
+    "HPU available:",
+    "\N{ELECTRIC LIGHT BULB} Tip:",
+    "Seed set to",
+)
+
+
+class _DropChatter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(CHATTER)
+
+
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed"):
+    logging.getLogger(_name).addFilter(_DropChatter())
+
+
+def say_resume(ckpt_path: str | None, root: Path) -> None:
+    """One line on what ``--ckpt_path`` does in this run (Lightning's own hint names a setting we always set)."""
+    if ckpt_path == "last":
+        last = root / "checkpoints" / "last.ckpt"
+        print(f"resuming from {last}" if last.exists() else f"--ckpt_path last: no {last} yet, a fresh run")
+    elif ckpt_path:
+        print(f"resuming from {ckpt_path}")
+
+
+class PlainProgress(L.Callback):
+    """Progress for a log that is not a terminal, where a progress bar would write a line per refresh: one plain
+    line every ``every`` training steps with the step, max_steps and the logged losses."""
+
+    def __init__(self, every: int = 100) -> None:
+        self.every = every
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_step % self.every:
+            return
+        total = f"/{trainer.max_steps}" if trainer.max_steps and trainer.max_steps > 0 else ""
+        metrics = trainer.callback_metrics
+        shown = [
+            f"{k} {float(v):.4g}"
+            for k, v in metrics.items()
+            if k.endswith(("loss", "return")) and v.numel() == 1
+        ]
+        print(f"step {trainer.global_step}{total}: " + ", ".join(shown[:6]), flush=True)
 
 
 def cpu_has_amx_bf16() -> bool:
@@ -94,6 +153,9 @@ class WorldModelCLI(LightningCLI):
     def options(self) -> Any:
         return self.config[self.subcommand] if self.subcommand else self.config
 
+    def before_fit(self) -> None:
+        say_resume(self.options().get("ckpt_path"), Path(self.trainer.default_root_dir))
+
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> L.Trainer:
         root = Path(config.get("default_root_dir") or "runs/fit")
         config["default_root_dir"] = str(root)
@@ -105,6 +167,9 @@ class WorldModelCLI(LightningCLI):
             # would overwrite metrics.csv there, so each (re)start gets its own csv/version_N/metrics.csv.
             config["logger"] = [TensorBoardLogger(root, name="", version=""), CSVLogger(root, name="csv")]
         options = self.options()
+        if config.get("enable_progress_bar") is None and not sys.stderr.isatty():  # a log file: plain lines
+            config["enable_progress_bar"] = False
+            callbacks = [*callbacks, PlainProgress()]
         callbacks = list(callbacks) + [
             RNGState(),
             CostEstimate(),
@@ -246,4 +311,5 @@ def agent_cli(agent_class: type[L.LightningModule], argv: list[str], prog: str, 
         },
         auto_configure_optimizers=False,
     )
+    say_resume(cli.config.ckpt_path, Path(cli.trainer.default_root_dir))
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)

@@ -579,3 +579,34 @@ def test_a_run_states_its_cost_per_step_and_its_time_to_max_steps_and_notes_bf16
     ).groups()
     assert float(per_step) > 0 and int(minutes) == round(10 * float(per_step) / 60)
     assert "note: precision bf16-mixed on a CPU" in result.stdout
+
+
+def test_a_run_into_a_log_prints_plain_progress_lines_and_none_of_lightnings_start_up_chatter(tmp_path):
+    store = EpisodeStore(tmp_path / "data", create=True)
+    for episode in moving_squares(episodes=3, length=20, size=16):
+        store.add(episode)
+    args = [
+        "fit",
+        "-c",
+        "configs/tiny_rssm.yaml",
+        "--data.path",
+        str(store.root),
+        "--trainer.max_steps",
+        "100",
+    ]
+    result = run_cli(*args, "--trainer.default_root_dir", str(tmp_path / "run"), "--ckpt_path", "last")
+    assert result.returncode == 0, result.stderr[-2000:]
+    output = result.stdout + result.stderr
+    assert f"--ckpt_path last: no {tmp_path / 'run' / 'checkpoints' / 'last.ckpt'} yet, a fresh run" in output
+    assert re.search(r"^step 100/100: train/loss [0-9.]+", result.stdout, re.MULTILINE)  # not a progress bar
+    for chatter in (
+        "GPU available",
+        "TPU available",
+        "Tip:",
+        "Seed set",
+        "val_dataloader",
+        "LeafSpec",
+        "HINT",
+    ):
+        assert chatter not in output, chatter
+    assert "\r" not in output
