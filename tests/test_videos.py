@@ -137,6 +137,21 @@ def test_discrete_sidecar_is_one_hot(tmp_path):
     assert VideoFolder(tmp_path, size=SIZE).action_dim == 5
 
 
+def test_one_hot_float_actions_in_a_sidecar_are_rejected_unless_marked_continuous(tmp_path):
+    write(tmp_path / "clip.mp4", moving_pattern())
+    one_hot = np.eye(3, dtype=np.float32)[np.arange(T) % 3]  # (T, 3) rows one-hot
+    one_hot[0] = 0  # no action led to the first frame
+    np.savez(tmp_path / "clip.npz", action=one_hot)
+    with pytest.raises(SidecarError, match=r"clip\.npz.*one-hot or zero.*int \(T,\) indices"):
+        VideoFolder(tmp_path, size=SIZE)
+    np.savez(tmp_path / "clip.npz", action=one_hot, continuous=True)  # two buttons really are 0/1 values
+    folder = VideoFolder(tmp_path, size=SIZE)
+    assert not folder.discrete and folder.action_dim == 3
+    np.testing.assert_array_equal(folder.read(0, 0, T)["action"], one_hot)
+    np.savez(tmp_path / "clip.npz", action=np.full((T, 2), 0.5, np.float32))  # continuous values pass
+    assert VideoFolder(tmp_path, size=SIZE).action_dim == 2
+
+
 def test_bad_sidecars(tmp_path):
     write(tmp_path / "clip.mp4", moving_pattern())
     np.savez(tmp_path / "clip.npz", action=np.zeros((T - 2, 2), np.float32))

@@ -23,6 +23,9 @@ frame ``t``):
     action       float (T, A) continuous, or int (T,) discrete (-1: no action, e.g. at t = 0)
     reward       float (T,)
     num_actions  int scalar, optional: the number of discrete actions (default: largest action + 1)
+    continuous   bool scalar, optional: True says a float (T, A) action of 0s and 1s is continuous; without it
+                 such an array, each row one-hot or all zero, is rejected as a likely one-hot encoding of
+                 discrete actions (store those as int (T,) indices instead)
 
 Either every item has a sidecar with the same keys or none has one. Without sidecars actions are ``(T, 0)``
 and rewards zeros. Discrete actions are served one-hot.
@@ -56,7 +59,7 @@ from worldmodels.errors import SidecarError, VideoError
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".avi", ".mov", ".gif")
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
-SIDECAR_KEYS = ("action", "reward", "num_actions")
+SIDECAR_KEYS = ("action", "reward", "num_actions", "continuous")
 EPISODE_STORE_METADATA = "metadata.json"  # worldmodels/store.py
 
 
@@ -224,6 +227,14 @@ def _decode_video(path: Path, start: int, stop: int) -> Iterator[Image.Image]:
 # --- sidecars -----------------------------------------------------------------------------------------
 
 
+def looks_one_hot(action: np.ndarray) -> bool:
+    """action (T, A), A >= 2: every value 0 or 1, every row summing to 1 or 0, and some row to 1."""
+    if action.ndim != 2 or action.shape[1] < 2 or not np.isin(action, (0, 1)).all():
+        return False
+    sums = action.sum(-1)
+    return bool(np.isin(sums, (0, 1)).all() and (sums == 1).any())
+
+
 def load_sidecar(path: Path, item: Path, frames: int) -> dict[str, np.ndarray]:
     """The checked arrays of sidecar ``path`` for ``item`` of ``frames`` frames. Raises SidecarError."""
     try:
@@ -244,6 +255,12 @@ def load_sidecar(path: Path, item: Path, frames: int) -> dict[str, np.ndarray]:
             )
         if discrete and action.min(initial=0) < -1:
             raise SidecarError(f"{path}: discrete actions must be >= 0 (or -1 for no action)")
+        if not discrete and not bool(data.get("continuous", False)) and looks_one_hot(action):
+            raise SidecarError(
+                f"{path}: 'action' is float {action.shape} with rows one-hot or zero, which reads as continuous; "
+                "store discrete actions as int (T,) indices (np.argmax(action, -1), -1 where a row is zero), "
+                "or add continuous=True to the sidecar if they are continuous"
+            )
     if "num_actions" in data:
         n = data["num_actions"]
         if action is None or action.ndim != 1 or n.ndim != 0 or n.dtype.kind not in "iu":
