@@ -265,3 +265,29 @@ def test_is_video_folder(tmp_path):
     (tmp_path / "empty" / "sub").mkdir(parents=True)
     assert not is_video_folder(tmp_path / "empty")
     assert not is_video_folder(tmp_path / "videos" / "sub" / "clip.webm")
+
+
+def test_a_video_is_decoded_once_then_served_from_the_cache_within_its_budget(tmp_path, monkeypatch):
+    import worldmodels.videos as videos
+
+    for name in ("a.mp4", "b.mp4"):
+        write(tmp_path / name, moving_pattern())
+    decoded = []
+    real = videos._decode_video
+    monkeypatch.setattr(
+        videos, "_decode_video", lambda p, a, b: decoded.append((p.name, a, b)) or real(p, a, b)
+    )
+    one = T * SIZE * SIZE * 3  # bytes of one decoded clip
+    folder = VideoFolder(tmp_path, size=SIZE, cache_bytes=one)  # room for one clip
+    first = folder.read(0, 2, 4)["image"]
+    np.testing.assert_array_equal(folder.read(0, 2, 4)["image"], first)  # the same frames, from the cache
+    np.testing.assert_array_equal(folder.read(0, 0, T)["image"][2:6], first)
+    assert decoded == [("a.mp4", 0, T)]  # one whole decode for three windows
+    folder.read(1, 0, 3)  # b.mp4 takes the budget: a.mp4 leaves
+    folder.read(0, 0, 3)
+    assert decoded == [("a.mp4", 0, T), ("b.mp4", 0, T), ("a.mp4", 0, T)]
+    streaming = VideoFolder(tmp_path, size=SIZE, cache_bytes=0)
+    decoded.clear()
+    np.testing.assert_array_equal(streaming.read(0, 2, 4)["image"], first)
+    streaming.read(0, 2, 4)
+    assert decoded == [("a.mp4", 2, 6), ("a.mp4", 2, 6)]  # no budget: every window streams

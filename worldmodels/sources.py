@@ -27,14 +27,16 @@ def open_source(
     path: str | Path, size: int | None = None, on_corrupt: str = "warn", replay_budget_mb: int = 2048
 ) -> Source:
     """An episode store or a video folder at ``path``; ``size`` resizes videos (stores keep their size).
-    ``replay_budget_mb`` bounds the memory of decoded episodes a store keeps (the rest is re-read from disk)."""
+    ``replay_budget_mb`` bounds the memory of decoded episodes (a store's) or decoded videos (a folder's) kept
+    between reads; the rest is re-read from disk."""
     from worldmodels.videos import VideoFolder, is_video_folder
 
     path = Path(path)
     if not path.exists():
         raise StoreError(f"{path}: no such file or directory; give an episode store or a folder of videos")
     if is_video_folder(path):
-        return VideoFolder(path, size=size or 64, on_error="skip" if on_corrupt == "warn" else "raise")
+        on_error = "skip" if on_corrupt == "warn" else "raise"
+        return VideoFolder(path, size=size or 64, on_error=on_error, cache_bytes=replay_budget_mb << 20)
     if is_episode_store(path):
         store = EpisodeStore(path, on_corrupt=on_corrupt, cache_bytes=replay_budget_mb << 20)
         if len(store) == 0:  # finished episodes: `worldmodels info` and the data module's checks need one

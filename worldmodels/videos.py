@@ -47,6 +47,7 @@ import re
 import subprocess
 import warnings
 import zipfile
+from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -292,12 +293,23 @@ class VideoFolder:
     ``on_error="raise"`` raises ``VideoError`` for the first broken item; ``"skip"`` leaves broken items
     out with a warning naming each (the folder still raises if nothing readable is left). Folder-wide
     sidecar disagreements (labelled next to unlabelled items, different action widths) always raise.
+
+    ``cache_bytes`` bounds a cache of decoded items at the model's size: the first window read from an item
+    that fits decodes the whole item once, later windows are slices of it, so that training on a folder costs
+    about what training on an episode store of the same frames does (a store keeps decoded episodes the same
+    way); the least recently read items leave first. Items larger than the budget stream every window.
     """
 
-    def __init__(self, root: str | Path, size: int = 64, on_error: str = "raise") -> None:
+    def __init__(
+        self, root: str | Path, size: int = 64, on_error: str = "raise", cache_bytes: int = 1 << 30
+    ) -> None:
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
         self.root = Path(root)
+        self.cache_bytes = cache_bytes  # decoded items kept, least recently read dropped first (0: none)
+        self._decoded: OrderedDict[tuple[Path, tuple], np.ndarray] = (
+            OrderedDict()
+        )  # (item, signature) -> frames
         self.size = size
         self.on_error = on_error
         self.items: list[Path] = []
@@ -434,9 +446,40 @@ class VideoFolder:
         changed = len(set(zip(items, lengths)) ^ set(zip(self.items, self._lengths)))
         self.items, self._lengths, self._scans = items, lengths, scans
         self._frames = {item: frames for item, frames in found.items() if frames is not None}
+        current = {(item, scans[item][0]) for item in items}
+        for key in [k for k in self._decoded if k not in current]:  # removed or changed on disk
+            del self._decoded[key]
         return changed
 
     # -- reading -------------------------------------------------------------------------------------
+
+    def _frames_of(self, item: Path, start: int, stop: int, total: int) -> np.ndarray:
+        """Frames start..stop-1 (L, size, size, 3) uint8 of ``item``, through the cache of decoded items."""
+        key = (item, self._scans[item][0])
+        if key in self._decoded:
+            self._decoded.move_to_end(key)
+            return self._decoded[key][start:stop].copy()
+        whole = total * self.size * self.size * 3 <= self.cache_bytes
+        first, last = (0, total) if whole else (start, stop)
+        if item in self._frames:
+            frames = (_load_frame(item / name) for name in self._frames[item][first:last])
+        elif _suffix(item.name) == ".gif":
+            frames = _decode_gif(item, first, last)
+        else:
+            frames = _decode_video(item, first, last)
+        images = [square(frame, self.size) for frame in frames]
+        if len(images) != last - first:
+            raise VideoError(
+                f"{item}: gave {len(images)} frames where {last - first} were expected; it changed on disk since "
+                "the scan: call refresh()"
+            )
+        frames = np.stack(images)
+        if whole:
+            self._decoded[key] = frames
+            while sum(v.nbytes for v in self._decoded.values()) > self.cache_bytes:
+                self._decoded.popitem(last=False)
+            return frames[start:stop].copy()
+        return frames
 
     def read(self, index: int, start: int, length: int) -> dict[str, np.ndarray]:
         """Frames start..start+length-1 of item ``index`` and their labels (L = length):
@@ -447,18 +490,7 @@ class VideoFolder:
         stop = start + length
         if start < 0 or length < 1 or stop > total:
             raise ValueError(f"window [{start}, {stop}) is outside the {total} frames of {item}")
-        if item in self._frames:
-            frames = (_load_frame(item / name) for name in self._frames[item][start:stop])
-        elif _suffix(item.name) == ".gif":
-            frames = _decode_gif(item, start, stop)
-        else:
-            frames = _decode_video(item, start, stop)
-        images = [square(frame, self.size) for frame in frames]
-        if len(images) != length:
-            raise VideoError(
-                f"{item}: gave {len(images)} frames where {length} were expected; it changed on disk since "
-                "the scan: call refresh()"
-            )
+        images = self._frames_of(item, start, stop, total)
         labels = self._sidecars[sidecar_path(item)][1] if self._labels else {}
         action = np.zeros((length, self.action_dim), np.float32)  # (L, A)
         if "action" in labels and self.discrete:
@@ -471,7 +503,7 @@ class VideoFolder:
             reward[:] = labels["reward"][start:stop]
         steps = np.arange(start, stop)
         return dict(
-            image=np.stack(images),  # (L, size, size, 3) uint8
+            image=images,  # (L, size, size, 3) uint8
             action=action,
             reward=reward,
             is_first=steps == 0,
