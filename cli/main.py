@@ -8,7 +8,9 @@
     worldmodels agent controller|planet|dreamer -c configs/RECIPE.yaml   train an agent head on a world model
     worldmodels eval --ckpt CKPT --env SPEC --episodes N [--video out.mp4]  evaluate a trained agent
 
-Errors a user can cause print one line (what, which file, what to do) and exit with status 2.
+Errors a user can cause print one line (what, which file, what to do) and exit with status 2. Options are
+spelled with underscores in every command (``--action_repeat``, as LightningCLI's ``--data.action_repeat`` and the
+recipes' keys); the hyphen spelling (``--action-repeat``) works too (``underscore_flags``).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def cmd_collect(args: argparse.Namespace) -> None:
         action_repeat=args.action_repeat,
         seed=args.seed,
         workers=args.workers,
-        max_steps=args.max_steps,
+        max_steps=args.rollout_steps,
         policy=args.policy,
     )
     print(
@@ -142,7 +144,7 @@ def cmd_eval(args: argparse.Namespace) -> list[float]:
 
 
 AGENTS = {  # name -> what it is, one line each for `worldmodels agent --help`
-    "controller": "World Models C: a linear/MLP policy on a trained model's features, evolved by CMA-ES",
+    "controller": "World Models C: a linear/MLP policy evolved by CMA-ES on a trained world model (V + M, RSSM)",
     "planet": "PlaNet: latent MPC (CEM / MPPI / random shooting) inside a world model, trained online or offline",
     "dreamer": "Dreamer: an actor-critic learned in a world model's imagination, online or offline",
 }
@@ -195,13 +197,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--env", required=True, help="dmc:<domain>-<task> or a gymnasium id (see `worldmodels envs`)"
     )
-    p.add_argument("--episodes", type=int, required=True)
+    p.add_argument("--episodes", type=int, required=True, help="episodes to add")
     p.add_argument("--out", required=True, help="episode store directory (created; re-running adds episodes)")
     p.add_argument("--size", type=int, default=64, help="image height and width (default 64)")
-    p.add_argument("--action-repeat", type=int, default=None, help="default: per task as in PlaNet")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--action_repeat", type=int, default=None, help="default: per task as in PlaNet")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the first episode; the next ones count up from it"
+    )
     p.add_argument("--workers", type=int, default=1, help="parallel environment processes")
-    p.add_argument("--max-steps", type=int, default=None, help="cut episodes after this many steps")
+    p.add_argument(
+        "--rollout_steps",
+        "--max_steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="cut episodes after this many agent steps (--max_steps: its old name)",
+    )
     p.add_argument(
         "--policy",
         default="uniform",
@@ -211,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("info", help="summarize an episode store or a video folder")
-    p.add_argument("path")
+    p.add_argument("path", help="an episode store or a video folder")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)
 
@@ -227,21 +238,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--actions", default="recorded", help="recorded | random | FILE.npy of shape (B, horizon, A)"
     )
     p.add_argument("--sequences", type=int, default=4, help="how many sequences to show")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the sequences drawn and of the dreams' sampling"
+    )
     p.set_defaults(func=cmd_dream)
 
     p = sub.add_parser("eval", help="evaluate a trained agent: mean +- std return")
     p.add_argument("--ckpt", required=True, help="an agent checkpoint from `worldmodels agent ...`")
     p.add_argument("--env", required=True, help="environment spec (see `worldmodels envs`)")
-    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--episodes", type=int, default=10, help="episodes to play (default 10)")
     p.add_argument("--size", type=int, default=None, help="image size (default: the agent's)")
     p.add_argument(
-        "--action-repeat",
+        "--action_repeat",
         type=int,
         default=None,
         help="default: the one trained with, else per task as in PlaNet",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the first episode; the next ones count up from it"
+    )
     p.add_argument("--video", default=None, help="write all episodes to this video (.mp4/.gif)")
     p.set_defaults(func=cmd_eval)
 
@@ -258,8 +273,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def underscore_flags(argv: list[str]) -> list[str]:
+    """``--action-repeat 2`` -> ``--action_repeat 2``: every option works spelled with hyphens or underscores, in
+    every command (the underscore spelling is the one shown in --help, LightningCLI's and the recipes' keys).
+    Only option names change: values, ``-c`` and the part after ``=`` are left as they are."""
+    out = []
+    for token in argv:
+        if token.startswith("--") and len(token) > 2:
+            name, eq, value = token[2:].partition("=")
+            token = "--" + name.replace("-", "_") + eq + value
+        out.append(token)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = underscore_flags(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] == "fit":
             cmd_fit(argv[1:])
