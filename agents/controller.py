@@ -1,11 +1,16 @@
 """C of World Models (Ha & Schmidhuber 2018): a small policy on a world model's features, evolved by CMA-ES.
 
     worldmodels agent controller -c configs/controller_carracing.yaml [--key value ...]
+    worldmodels agent controller -c configs/controller_carracing.yaml --ckpt_path last     # resume
+    worldmodels eval --ckpt runs/carracing/controller/checkpoints/last.ckpt --env CarRacing-v3
 
-The controller reads ``model.features(state)`` ([z, h] for the VAE + MDN-RNN pair, [deter, stoch] for an
-RSSM) and outputs ``tanh(W f + b)`` for continuous actions (the env's Box is already [-1, 1]) or a one-hot
-argmax (sampled when exploring) for discrete ones; ``hidden > 0`` adds one tanh layer. It touches the model
-through the shared interface only (worldmodels/interface.py), so one code path serves every world model.
+It needs a trained world model (``--model``), made first: V + M (``worldmodels fit -c configs/carracing_vae.yaml``,
+then ``worldmodels fit -c configs/carracing_mdnrnn.yaml``), an RSSM (``worldmodels fit -c configs/rssm_dmc.yaml``)
+or any agent checkpoint that holds one. The controller reads ``model.features(state)`` ([z, h] for the VAE +
+MDN-RNN pair, [deter, stoch] for an RSSM) and outputs ``tanh(W f + b)`` for continuous actions (the env's Box is
+already [-1, 1]) or a one-hot argmax (sampled when exploring) for discrete ones; ``hidden > 0`` adds one tanh
+layer. It touches the model through the shared interface only (worldmodels/interface.py), so one code path
+serves every world model.
 
 CMA-ES (pycma) searches its flat parameter vector, starting at zeros with step size ``sigma``. The fitness of
 a candidate is its mean return over ``rollouts`` episodes; every candidate of a generation meets the same
@@ -21,16 +26,21 @@ episode seeds (common random numbers). Two fitness sources:
   the end from Bernoulli(1 - P(continue)). ``temperature`` sets ``model.temperature`` (the MDN-RNN's tau).
 
 As in the World Models code (carracing/train.py), every ``eval_every`` generations (and after the last) the
-distribution mean is scored over ``eval_rollouts`` fresh episodes of the same fitness source; the best mean
-so far becomes ``controller.ckpt``. The evolution state (pickled ES, NumPy RNG, generation, history, best)
-is written atomically to ``evolution.pkl`` after every generation; re-running with the same ``out``
-continues from it (``--resume false`` starts over). TensorBoard logs go to ``out/tensorboard``.
+distribution mean is scored over ``eval_rollouts`` fresh episodes of the same fitness source. The run folder
+``out`` is laid out as PlaNet's and Dreamer's ``trainer.default_root_dir``: after every generation
+``checkpoints/last.ckpt`` is written atomically, holding the agent (the best-scoring mean so far, with the world
+model embedded, for `worldmodels eval`) and the whole evolution state (pickled ES, NumPy RNG, generation, history,
+best); every ``checkpoint_every`` generations a copy goes to ``checkpoints/step<N>.ckpt``, N the generations
+done. ``--ckpt_path last`` resumes (``--resume true`` is a deprecated alias). ``config.yaml`` holds the options,
+``csv/version_N/metrics.csv`` one row per generation, and the TensorBoard events ``fitness/*`` and ``cma/sigma``.
 """
 
 from __future__ import annotations
 
+import csv
 import multiprocessing as mp
 import pickle
+import shlex
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -41,16 +51,18 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-from worldmodels.checkpoints import WORLD_MODEL_CLASSES, load_model, model_from_checkpoint_dict
+from worldmodels.checkpoints import load_world_model, model_from_checkpoint_dict, read_model_class
 from worldmodels.errors import CheckpointError, ConfigError
 from worldmodels.guards import atomic_write
 from worldmodels.interface import Carry, State, WorldModel, last_step, observe_step
 
 AGENT_CLASS = "agents.controller.ControllerAgent"
-STATE_FILE, AGENT_FILE = "evolution.pkl", "controller.ckpt"
+CHECKPOINTS, LAST = "checkpoints", "last.ckpt"  # out/checkpoints/last.ckpt, as PlaNet's and Dreamer's runs
+LEGACY_STATE = "evolution.pkl"  # the CMA-ES state of runs from before checkpoints/last.ckpt
 TRAIN_SEEDS, EVAL_SEEDS = 0, 1  # seed streams: candidates' episodes, evaluations of the mean
 
 # ---- the controller --------------------------------------------------------------------------------------
@@ -122,11 +134,47 @@ class Controller:
 # ---- the agent `worldmodels eval` loads -----------------------------------------------------------------
 
 
-def read_world_model(path: str | Path) -> dict[str, Any]:
-    """The checkpoint of a world model, without optimizer and loop state: what an agent embeds."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    drop = ("optimizer_states", "lr_schedulers", "loops", "callbacks")
-    return {k: v for k, v in checkpoint.items() if k not in drop}
+NEEDS_MODEL = (
+    "the controller evolves a policy on a trained world model: make one first, V + M with `worldmodels fit -c "
+    "configs/carracing_vae.yaml` then `worldmodels fit -c configs/carracing_mdnrnn.yaml --model.init_args.vae_ckpt "
+    "runs/carracing/vae/checkpoints/last.ckpt` (or an RSSM: `worldmodels fit -c configs/rssm_dmc.yaml --data.path "
+    "DIR`), then pass --model RUN/checkpoints/last.ckpt"
+)
+
+
+def load_controller_world_model(path: str | Path | None, device: str = "cpu") -> WorldModel:
+    """The world model of ``path``: a checkpoint of `worldmodels fit` (MDN-RNN, RSSM) or of any agent run.
+
+    Missing, unreadable and non-world-model files raise a one-line error that says how to make one."""
+    if not path:
+        raise ConfigError(f"model: no world-model checkpoint given; {NEEDS_MODEL}")
+    if not Path(path).is_file():
+        raise CheckpointError(f"model: {path}: no such checkpoint; {NEEDS_MODEL}")
+    name = read_model_class(path)
+    if name == "worldmodels.vae.VAE":
+        raise CheckpointError(
+            f"model: {path} holds a VAE (V) alone; the controller needs V + M: train the MDN-RNN on it with "
+            f"`worldmodels fit -c configs/carracing_mdnrnn.yaml --model.init_args.vae_ckpt {path}` and pass "
+            "that run's checkpoints/last.ckpt"
+        )
+    try:
+        return load_world_model({"ckpt": str(path)}, device=device)
+    except CheckpointError as e:
+        raise CheckpointError(f"model: {path} holds no world model (class {name!r}); {NEEDS_MODEL}") from e
+
+
+def world_model_checkpoint(model: WorldModel) -> dict[str, Any]:
+    """``model`` as a `worldmodels fit` checkpoint (class, hyper-parameters, weights; no optimizer state): what
+    a controller checkpoint embeds, so it works alone (``model_from_checkpoint_dict`` rebuilds it)."""
+    from lightning import __version__
+
+    cls = type(model)
+    return {
+        "model_class": f"{cls.__module__}.{cls.__qualname__}",
+        "hyper_parameters": dict(model.hparams),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "pytorch-lightning_version": __version__,
+    }
 
 
 class ControllerAgent(nn.Module):
@@ -151,15 +199,19 @@ class ControllerAgent(nn.Module):
         action = self.controller.act(self.params, features, sample=explore)[0]  # (N, A)
         return action, (posterior, action)
 
-    def save(self, path: str | Path, world_model: dict[str, Any], **extra: Any) -> Path:
-        """Write an agent checkpoint that embeds ``world_model`` (``read_world_model``): it works alone."""
-        checkpoint = {
+    def checkpoint(self, world_model: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        """The agent checkpoint `worldmodels eval` loads; it embeds ``world_model`` (``world_model_checkpoint``)."""
+        return {
             "model_class": AGENT_CLASS,
             "controller": asdict(self.controller),
             "params": self.params[0].cpu(),
             "world_model": world_model,
             **extra,
         }
+
+    def save(self, path: str | Path, world_model: dict[str, Any], **extra: Any) -> Path:
+        """Write ``checkpoint(world_model, **extra)`` to ``path`` atomically: a checkpoint that works alone."""
+        checkpoint = self.checkpoint(world_model, **extra)
         path = Path(path)
         atomic_write(path, lambda f: torch.save(checkpoint, f))
         return path
@@ -183,12 +235,12 @@ def rollout(
     agent: ControllerAgent,
     env: Any,
     seed: int,
-    max_steps: int | None = None,
+    rollout_steps: int | None = None,
     patience: int | None = None,
 ) -> float:
     """One episode of ``agent`` in ``env`` from ``reset(seed=seed)``; returns its return.
 
-    ``max_steps`` cuts the episode after that many agent steps. ``patience`` ends it once that many agent
+    ``rollout_steps`` cuts the episode after that many agent steps. ``patience`` ends it once that many agent
     steps in a row brought no positive reward (a fitness-time saver for sparse-progress tasks such as
     CarRacing, where a car off the track earns nothing more); the return counts the steps played."""
     torch.manual_seed(seed)  # models that sample their posterior (RSSM) filter the same way on every run
@@ -200,7 +252,7 @@ def rollout(
         obs, reward, terminated, truncated, _ = env.step(int(action.argmax()) if agent.discrete else action)
         total, steps, is_first = total + float(reward), steps + 1, False
         idle = 0 if reward > 0 else idle + 1
-        if terminated or truncated or (max_steps is not None and steps >= max_steps):
+        if terminated or truncated or (rollout_steps is not None and steps >= rollout_steps):
             return total
         if patience is not None and idle >= patience:
             return total
@@ -210,21 +262,23 @@ _worker: dict[str, Any] = {}
 
 
 def _init_worker(
-    model_path: str, env_args: dict[str, Any], hidden: int, max_steps: int | None, patience: int | None
+    model_path: str, env_args: dict[str, Any], hidden: int, rollout_steps: int | None, patience: int | None
 ) -> None:
     from worldmodels import envs
 
     torch.set_num_threads(1)  # one process per core
-    model = load_model(model_path)
+    model = load_controller_world_model(model_path)
     controller = Controller(model.feature_dim, model.action_dim, model.discrete, hidden)
     env = envs.make(**env_args)
-    _worker.update(model=model, controller=controller, env=env, max_steps=max_steps, patience=patience)
+    _worker.update(
+        model=model, controller=controller, env=env, rollout_steps=rollout_steps, patience=patience
+    )
 
 
 def _worker_rollout(task: tuple[np.ndarray, int]) -> float:
     params, seed = task
     agent = ControllerAgent(_worker["model"], _worker["controller"], torch.from_numpy(params))
-    return rollout(agent, _worker["env"], seed, _worker["max_steps"], _worker["patience"])
+    return rollout(agent, _worker["env"], seed, _worker["rollout_steps"], _worker["patience"])
 
 
 class RealFitness:
@@ -241,7 +295,7 @@ class RealFitness:
         hidden: int = 0,
         size: int | None = None,
         action_repeat: int | None = None,
-        max_steps: int | None = None,
+        rollout_steps: int | None = None,
         workers: int = 1,
         patience: int | None = None,
         crop: bool | None = None,
@@ -249,7 +303,7 @@ class RealFitness:
         from agents.evaluate import check_compatible
         from worldmodels import envs
 
-        model = load_model(model_path)
+        model = load_controller_world_model(model_path)
         self.env_args = dict(spec=spec, size=size or model.image_size, action_repeat=action_repeat, crop=crop)
         env = envs.make(**self.env_args)
         controller = Controller(model.feature_dim, model.action_dim, model.discrete, hidden)
@@ -257,13 +311,13 @@ class RealFitness:
         self.pool = None
         if workers > 1:
             env.close()
-            init = (model_path, self.env_args, hidden, max_steps, patience)
+            init = (model_path, self.env_args, hidden, rollout_steps, patience)
             self.pool = ProcessPoolExecutor(
                 workers, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=init
             )
         else:
             _worker.update(
-                model=model, controller=controller, env=env, max_steps=max_steps, patience=patience
+                model=model, controller=controller, env=env, rollout_steps=rollout_steps, patience=patience
             )
 
     def __call__(self, params: np.ndarray, seeds: np.ndarray) -> np.ndarray:
@@ -373,7 +427,56 @@ def episode_seeds(seed: int, stream: int, generation: int, count: int) -> np.nda
 
 def _state_summary(state: dict[str, Any]) -> str:
     best = state["best"]
-    return f"generation {state['generation']}" + (f", best mean {best['score']:.2f}" if best else "")
+    return f"{state['generation']} generations" + (
+        f", best mean {best['score']:.2f} (generation {best['generation']})" if best else ""
+    )
+
+
+def resume_path(out: Path, ckpt_path: str | Path | None) -> Path | None:
+    """``--ckpt_path`` -> the checkpoint to resume from (None: a fresh run), saying so in one line as PlaNet's and
+    Dreamer's runs do. ``last`` is ``out/checkpoints/last.ckpt`` (or a run's ``evolution.pkl`` from before
+    checkpoints; a fresh run when neither exists)."""
+    if ckpt_path is None:
+        return None
+    if str(ckpt_path) == "last":
+        last = out / CHECKPOINTS / LAST
+        if last.is_file():
+            print(f"resuming from {last}")
+            return last
+        if (out / LEGACY_STATE).is_file():
+            print(f"resuming from {out / LEGACY_STATE} (a run from before checkpoints/last.ckpt)")
+            return out / LEGACY_STATE
+        print(f"--ckpt_path last: no {last} yet, a fresh run")
+        return None
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"--ckpt_path {path}: no such checkpoint; give last or a checkpoints/step<N>.ckpt of a controller run"
+        )
+    print(f"resuming from {path}")
+    return path
+
+
+def read_evolution(path: str | Path) -> dict[str, Any]:
+    """The CMA-ES state saved in a controller checkpoint (or in a legacy ``evolution.pkl``)."""
+    path = Path(path)
+    if path.suffix == ".pkl":
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(checkpoint, dict) or "evolution" not in checkpoint:
+        raise CheckpointError(
+            f"{path}: holds no CMA-ES state; resume from a checkpoint of `worldmodels agent controller` "
+            "(its checkpoints/last.ckpt or step<N>.ckpt)"
+        )
+    return pickle.loads(checkpoint["evolution"])
+
+
+def _metrics_file(out: Path) -> Path:
+    """``out/csv/version_N/metrics.csv``, N one past the last run's: each (re)start gets its own, as Lightning's."""
+    versions = [p.name[8:] for p in (out / "csv").glob("version_*")]
+    number = max((int(v) for v in versions if v.isdigit()), default=-1) + 1
+    return out / "csv" / f"version_{number}" / "metrics.csv"
 
 
 def evolve(
@@ -387,7 +490,9 @@ def evolve(
     eval_every: int = 25,
     eval_rollouts: int = 1024,
     seed: int = 0,
-    resume: bool = True,
+    ckpt_path: str | Path | None = None,
+    checkpoint_every: int = 100,
+    payload: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     on_best: Callable[[np.ndarray, float, int], None] | None = None,
     progress: bool = True,
     task: str = "",
@@ -395,33 +500,37 @@ def evolve(
     """Maximize mean return with CMA-ES; ``fitness(params (P, n), seeds (R,)) -> returns (P, R)``.
 
     Returns the evolution state: es, generation (next to run), history (one dict per generation), best
-    ({"params", "score", "generation"} of the best-scoring mean). ``on_best(params, score, generation)`` is
-    called whenever the best changes. ``task`` names what the fitness measures (env, episode length, ...):
-    resuming with another task (a curriculum, e.g. longer episodes) keeps the search distribution but forgets
-    the best score, which was measured on the old task and is not comparable."""
+    ({"params", "score", "generation"} of the best-scoring mean). After every generation
+    ``out/checkpoints/last.ckpt`` is written atomically: ``payload(state)`` (the agent, for `worldmodels eval`)
+    plus the pickled state under ``"evolution"``; every ``checkpoint_every`` generations (0: never) a copy goes to
+    ``step<N>.ckpt``, N the generations done. ``ckpt_path`` resumes (``resume_path``): "last" or a checkpoint.
+    Metrics go to ``out/csv/version_N/metrics.csv`` and TensorBoard events in ``out``. ``on_best(params, score,
+    generation)`` is called whenever the best changes. ``task`` names what the fitness measures (env, episode
+    length, ...): resuming with another task (a curriculum, e.g. longer episodes) keeps the search distribution
+    but forgets the best score, which was measured on the old task and is not comparable."""
     import cma
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
-    if population < 2 or rollouts < 1 or eval_every < 1 or eval_rollouts < 1:
+    if population < 2 or rollouts < 1 or eval_every < 1 or eval_rollouts < 1 or checkpoint_every < 0:
         raise ConfigError(
             f"population={population}, rollouts={rollouts}, eval_every={eval_every}, eval_rollouts="
-            f"{eval_rollouts}: population must be >= 2 and the others >= 1"
+            f"{eval_rollouts}, checkpoint_every={checkpoint_every}: population must be >= 2, checkpoint_every "
+            ">= 0 and the others >= 1"
         )
     out = Path(out)
-    path = out / STATE_FILE
-    if resume and path.exists():
-        with open(path, "rb") as f:
-            state = pickle.load(f)
+    resume = resume_path(out, ckpt_path)
+    if resume is not None:
+        state = read_evolution(resume)
         if (state["num_params"], state["population"]) != (num_params, population):
             raise ConfigError(
-                f"{path}: holds a run with {state['num_params']} params and population {state['population']}, "
-                f"not {num_params} and {population}: use another out directory or --resume false"
+                f"{resume}: holds a run with {state['num_params']} params and population {state['population']}, "
+                f"not {num_params} and {population}: use another out directory, or leave out --ckpt_path"
             )
         np.random.set_state(state["numpy_random"])  # pycma samples from NumPy's global generator
         if state.get("task") != task and state["best"] is not None:
             print(
-                f"{path}: the fitness changed from {state.get('task')!r} to {task!r}; the search goes on, the "
+                f"{resume}: the fitness changed from {state.get('task')!r} to {task!r}; the search goes on, the "
                 f"best score so far ({state['best']['score']:.2f}) is forgotten"
             )
             state["best"] = None
@@ -433,7 +542,8 @@ def evolve(
         state = {"es": es, "generation": 0, "history": [], "best": None, "task": task}
         state.update(num_params=num_params, population=population)
     es = state["es"]
-    writer = SummaryWriter(str(out / "tensorboard"), purge_step=state["generation"])
+    metrics = _metrics_file(out)
+    writer = SummaryWriter(str(out), purge_step=state["generation"])
     bar = tqdm(
         total=generations, initial=state["generation"], desc="CMA-ES", unit="gen", disable=not progress
     )
@@ -463,7 +573,12 @@ def evolve(
             state["history"].append(row)
             state["generation"] = generation + 1
             state["numpy_random"] = np.random.get_state()
-            atomic_write(path, lambda f: pickle.dump(state, f))
+            checkpoint = {**(payload(state) if payload else {}), "evolution": pickle.dumps(state)}
+            checkpoint["generation"] = state["generation"]
+            _save(out / CHECKPOINTS / LAST, checkpoint)
+            if checkpoint_every and state["generation"] % checkpoint_every == 0:
+                _save(out / CHECKPOINTS / f"step{state['generation']}.ckpt", checkpoint)
+            _append_metrics(metrics, row)
             for key in ("best", "mean", "std", "sigma", "eval"):
                 if key in row:
                     writer.add_scalar(
@@ -478,6 +593,24 @@ def evolve(
     return state
 
 
+def _save(path: Path, checkpoint: dict[str, Any]) -> None:
+    atomic_write(path, lambda f: torch.save(checkpoint, f))  # a kill while saving leaves the previous file
+
+
+METRICS = ("generation", "best", "mean", "std", "sigma", "eval", "seconds")
+
+
+def _append_metrics(path: Path, row: dict[str, float]) -> None:
+    """One row of ``METRICS`` (eval empty between evaluations); the header when the file is new."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, METRICS)
+        if new:
+            writer.writeheader()
+        writer.writerow({k: row.get(k, "") for k in METRICS})
+
+
 # ---- the command ---------------------------------------------------------------------------------------
 
 
@@ -485,57 +618,137 @@ def evolve(
 class ControllerConfig:
     """`worldmodels agent controller` options; every key can be set in the YAML recipe or as --key value."""
 
-    model: str  # world-model checkpoint from `worldmodels fit` (MDNRNN or RSSM)
-    out: str = "runs/controller"  # evolution.pkl, controller.ckpt and tensorboard/ go here
+    model: str | None = None
+    """a trained world model: checkpoints/last.ckpt of `worldmodels fit` (MDN-RNN = V + M, or RSSM) or of any
+    agent run (required)"""
+    out: str = "runs/controller"
+    """the run folder: checkpoints/last.ckpt (+ step<N>.ckpt), config.yaml, TensorBoard events, csv/"""
     fitness: Literal["real", "dream"] = "real"
-    env: str | None = None  # environment spec (real fitness)
-    data: str | None = None  # episode store whose frames start the dreams (dream fitness)
-    population: int = 64  # World Models: population 64
-    rollouts: int = 16  # World Models: mean return over 16 rollouts per candidate
+    """where candidates are scored: real (episodes in env) or dream (the model's imagination from data)"""
+    env: str | None = None
+    """real fitness: the environment spec, e.g. CarRacing-v3 or dmc:cartpole-swingup (`worldmodels envs`)"""
+    data: str | None = None
+    """dream fitness: the episode store whose frames start the dreams (the one the model was trained on)"""
+    population: int = 64
+    """candidates per generation (World Models: 64)"""
+    rollouts: int = 16
+    """episodes per candidate; its fitness is their mean return (World Models: 16)"""
     generations: int = 1000
-    sigma: float = 0.1  # World Models carracing/train.py: sigma_init 0.1
-    hidden: int = 0  # 0: linear controller (World Models); > 0: one tanh hidden layer
-    eval_every: int = 25  # World Models carracing/train.py: eval_steps 25
-    eval_rollouts: int = 1024  # World Models carracing/train.py: popsize 64 x 16 episodes per evaluation
+    """generations to run in all (a resumed run stops at the same total)"""
+    sigma: float = 0.1
+    """initial CMA-ES step size around the zero policy (World Models carracing/train.py: 0.1)"""
+    hidden: int = 0
+    """0: a linear controller (World Models); > 0: one tanh hidden layer of this width"""
+    eval_every: int = 25
+    """score the distribution mean every N generations and after the last (World Models: 25)"""
+    eval_rollouts: int = 1024
+    """episodes per evaluation of the mean (World Models: 64 x 16 = 1024)"""
+    checkpoint_every: int = 100
+    """also keep checkpoints/step<N>.ckpt every N generations (0: only last.ckpt, written every generation)"""
+    ckpt_path: str | None = None
+    """resume a run: last (out/checkpoints/last.ckpt), or a checkpoint path; unset: a fresh run"""
     seed: int = 0
-    workers: int = 1  # real fitness: environment processes (1: in this process)
-    size: int | None = None  # real fitness: image size (default: the model's)
-    action_repeat: int | None = None  # real fitness: default per env (see worldmodels/envs.py)
-    max_steps: int | None = None  # real fitness: cut episodes after this many agent steps
-    patience: int | None = None  # real fitness: end an episode after this many steps without positive reward
-    crop: bool | None = None  # real fitness: frames cut to the playfield rows (None: worldmodels.envs.CROP)
-    horizon: int = 1000  # dream fitness: imagined steps per rollout
-    context: int = 5  # dream fitness: real frames observed before dreaming
-    temperature: float | None = None  # dream fitness: the model's sampling temperature tau (None: keep)
-    done: Literal["threshold", "sample"] = "threshold"  # dream fitness: how predicted episode ends are drawn
-    device: str = "cpu"  # dream fitness: where the batched dream runs (real env workers use the CPU)
-    resume: bool = True  # continue from out/evolution.pkl when it exists
-    progress: bool = True  # tqdm progress bar
+    """seed of CMA-ES and of the episode seeds"""
+    workers: int = 1
+    """real fitness: environment processes (1: in this process)"""
+    size: int | None = None
+    """real fitness: image size (default: the model's)"""
+    action_repeat: int | None = None
+    """real fitness: env steps per action (default: per env, worldmodels/envs.py)"""
+    rollout_steps: int | None = None
+    """real fitness: cut each fitness episode after this many agent steps (null: full episodes)"""
+    patience: int | None = None
+    """real fitness: end an episode after this many agent steps in a row without positive reward"""
+    crop: bool | None = None
+    """real fitness: frames cut to the playfield rows (null: worldmodels.envs.CROP); as the model was trained"""
+    horizon: int = 1000
+    """dream fitness: imagined steps per rollout"""
+    context: int = 5
+    """dream fitness: real frames observed before dreaming"""
+    temperature: float | None = None
+    """dream fitness: the model's sampling temperature tau (null: keep the model's)"""
+    done: Literal["threshold", "sample"] = "threshold"
+    """dream fitness: predicted episode ends, threshold (P(continue) < 0.5) or sample"""
+    device: str = "cpu"
+    """dream fitness: where the batched dream runs (real-env workers use the CPU)"""
+    progress: bool = True
+    """show a progress bar"""
+    resume: bool | None = None
+    """deprecated: use --ckpt_path last"""
 
 
-def parse_config(argv: list[str]) -> ControllerConfig:
-    """``-c FILE`` plus ``--key value`` overrides; an unknown key exits with status 2 (jsonargparse)."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
+DESCRIPTION = (
+    "World Models C: a linear (or MLP) policy on a trained world model's features, evolved by CMA-ES. It needs a "
+    "trained world model (--model): V + M from `worldmodels fit -c configs/carracing_vae.yaml` then `worldmodels "
+    "fit -c configs/carracing_mdnrnn.yaml`, an RSSM from `worldmodels fit -c configs/rssm_dmc.yaml`, or any agent "
+    "checkpoint. A run writes OUT/checkpoints/last.ckpt (and step<N>.ckpt every checkpoint_every generations), "
+    "config.yaml, TensorBoard events and csv/version_N/metrics.csv into --out; --ckpt_path last resumes; "
+    "`worldmodels eval --ckpt OUT/checkpoints/last.ckpt --env SPEC` evaluates it."
+)
 
-    parser = ArgumentParser(prog="worldmodels agent controller", description=__doc__.split("\n")[0])
+
+def build_parser() -> Any:
+    """The jsonargparse parser of `worldmodels agent controller`: ``-c FILE`` and one option per config key."""
+    from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
+
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)  # the help texts under each field
+    parser = ArgumentParser(prog="worldmodels agent controller", description=DESCRIPTION)
     parser.add_argument(
         "-c", "--config", action=ActionConfigFile, help="a YAML recipe (configs/controller_*.yaml)"
     )
     parser.add_class_arguments(ControllerConfig, as_group=False)
-    namespace = parser.parse_args(argv)
+    return parser
+
+
+RENAMED = {"max_steps": "rollout_steps"}  # old option -> new one (max_steps means training steps elsewhere)
+
+
+def parse_config(argv: list[str]) -> ControllerConfig:
+    """``-c FILE`` plus ``--key value`` overrides; an unknown key exits with status 2 (jsonargparse). A renamed
+    option (``RENAMED``) still works on the command line, with one line naming the new one."""
+    argv = list(argv)
+    for i, token in enumerate(argv):
+        name, eq, value = token[2:].partition("=") if token.startswith("--") else ("", "", "")
+        if name in RENAMED:
+            print(f"--{name} is now --{RENAMED[name]}: the length of a fitness episode in agent steps")
+            argv[i] = f"--{RENAMED[name]}{eq}{value}"
+    namespace = build_parser().parse_args(argv)
     return ControllerConfig(**{f.name: namespace[f.name] for f in fields(ControllerConfig)})
 
 
 def _fitness_task(cfg: ControllerConfig) -> str:
     """What a fitness value measures: the options that change returns (a resume with others resets the best)."""
-    keys = ("fitness", "env", "size", "action_repeat", "max_steps", "patience", "crop")
+    keys = ("fitness", "env", "size", "action_repeat", "rollout_steps", "patience", "crop")
     if cfg.fitness == "dream":
         keys = ("fitness", "data", "horizon", "context", "temperature", "done")
     return " ".join(f"{k}={getattr(cfg, k)}" for k in keys)
 
 
+def trained_on(cfg: ControllerConfig) -> dict[str, Any]:
+    """The env and action repeat the controller acts in: real fitness's, or those the dream store was collected
+    with (its metadata.json); `worldmodels eval` reads them from the checkpoint. {"env": None} if unknown."""
+    if cfg.fitness == "real":
+        return {"env": cfg.env, "action_repeat": cfg.action_repeat}
+    from worldmodels.sources import open_source
+
+    metadata = getattr(open_source(cfg.data), "metadata", None) or {}
+    return {"env": metadata.get("env"), "action_repeat": metadata.get("action_repeat")}
+
+
+def eval_command(ckpt: str | Path, trained: dict[str, Any], episodes: int = 10) -> str:
+    """The `worldmodels eval` line that scores the controller in ``ckpt`` in the env it was trained for."""
+    words = ["worldmodels", "eval", "--ckpt", str(ckpt), "--env", trained.get("env") or "SPEC"]
+    if trained.get("action_repeat"):
+        words += ["--action_repeat", str(trained["action_repeat"])]
+    return shlex.join([*words, "--episodes", str(episodes)])
+
+
 def train(cfg: ControllerConfig) -> dict[str, Any]:
-    """Evolve a controller on ``cfg.model``; writes ``cfg.out/controller.ckpt``. Returns the evolution state."""
+    """Evolve a controller on ``cfg.model``; writes ``cfg.out/checkpoints/last.ckpt``. Returns the evolution state."""
+    if cfg.resume is not None:
+        print("--resume is deprecated: use --ckpt_path last to resume (leave it out to start over)")
+        if cfg.resume and cfg.ckpt_path is None:
+            cfg.ckpt_path = "last"
     if cfg.fitness == "real" and not cfg.env:
         raise ConfigError("fitness: real needs env (e.g. --env CarRacing-v3)")
     if cfg.patience is not None and cfg.patience < 1:
@@ -543,7 +756,7 @@ def train(cfg: ControllerConfig) -> dict[str, Any]:
     if cfg.fitness == "dream" and not cfg.data:
         raise ConfigError("fitness: dream needs data, the episode store whose frames start the dreams")
     device = cfg.device if cfg.fitness == "dream" else "cpu"
-    model = load_model(cfg.model, expect=WORLD_MODEL_CLASSES, device=device)
+    model = load_controller_world_model(cfg.model, device=device)
     if cfg.temperature is not None:
         if not hasattr(model, "temperature"):
             raise ConfigError(
@@ -558,25 +771,33 @@ def train(cfg: ControllerConfig) -> dict[str, Any]:
             cfg.hidden,
             cfg.size,
             cfg.action_repeat,
-            cfg.max_steps,
+            cfg.rollout_steps,
             cfg.workers,
             cfg.patience,
             cfg.crop,
         )
     else:
         fitness = DreamFitness(model, controller, cfg.data, cfg.horizon, cfg.context, cfg.done, device)
-    world_model = read_world_model(cfg.model)
+    world_model, trained = world_model_checkpoint(model), trained_on(cfg)
     out = Path(cfg.out)
+    config = asdict(cfg)
+    atomic_write(out / "config.yaml", lambda f: f.write(yaml.safe_dump(config, sort_keys=False).encode()))
 
-    def save_best(params: np.ndarray, score: float, generation: int) -> None:
-        agent = ControllerAgent(model, controller, torch.from_numpy(params))
-        agent.save(
-            out / AGENT_FILE,
+    def payload(state: dict[str, Any]) -> dict[str, Any]:
+        """The agent: the best-scoring distribution mean, or the current mean before the first evaluation."""
+        best = state["best"]
+        if best is not None:
+            params, score, generation = best["params"], best["score"], best["generation"]
+        else:
+            params, score, generation = state["es"].result.xfavorite, None, state["generation"] - 1
+        agent = ControllerAgent(model, controller, torch.from_numpy(np.asarray(params)))
+        return agent.checkpoint(
             world_model,
             world_model_path=str(cfg.model),
             score=score,
-            generation=generation,
-            config=asdict(cfg),
+            params_generation=generation,
+            trained_on=trained,
+            config=config,
         )
 
     print(
@@ -595,12 +816,17 @@ def train(cfg: ControllerConfig) -> dict[str, Any]:
             eval_every=cfg.eval_every,
             eval_rollouts=cfg.eval_rollouts,
             seed=cfg.seed,
-            resume=cfg.resume,
-            on_best=save_best,
+            ckpt_path=cfg.ckpt_path,
+            checkpoint_every=cfg.checkpoint_every,
+            payload=payload,
             progress=cfg.progress,
             task=_fitness_task(cfg),
         )
     finally:
         fitness.close()
-    print(f"{out / AGENT_FILE}: {_state_summary(state)}; try `worldmodels eval --ckpt {out / AGENT_FILE}`")
+    last = out / CHECKPOINTS / LAST
+    print(f"{last}: {_state_summary(state)}")
+    if cfg.crop is False:
+        print("note: trained on whole frames (crop: false); `worldmodels eval` always crops CarRacing frames")
+    print(f"evaluate it: {eval_command(last, trained)}")
     return state

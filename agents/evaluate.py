@@ -100,9 +100,10 @@ def evaluate(
 
 
 def trained_action_repeat(path: str | Path, spec: str) -> int | None:
-    """The action repeat an online agent was trained with on ``spec`` (from its checkpoint), else None."""
+    """The action repeat an online agent (or a controller: ``trained_on``) was trained with on ``spec`` (from its
+    checkpoint), else None."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    trained = checkpoint.get("OnlineDataModule") or {}
+    trained = checkpoint.get("OnlineDataModule") or checkpoint.get("trained_on") or {}
     return trained.get("action_repeat") if trained.get("env") == spec else None
 
 

@@ -3,7 +3,7 @@ fitness in worker processes, resume, checkpoints and the command line."""
 
 from __future__ import annotations
 
-import pickle
+import shlex
 from pathlib import Path
 
 import gymnasium as gym
@@ -14,20 +14,22 @@ import torch
 
 import cli.main as cli
 from agents.controller import (
-    STATE_FILE,
+    LAST,
     Controller,
     ControllerAgent,
     RealFitness,
+    build_parser,
     dream_returns,
     evolve,
     parse_config,
+    read_evolution,
     rollout,
     train,
 )
 from agents.evaluate import load_agent
 from worldmodels import envs
 from worldmodels.collect import collect
-from worldmodels.errors import ConfigError
+from worldmodels.errors import CheckpointError, ConfigError
 from worldmodels.interface import State
 from worldmodels.mdnrnn import MDNRNN
 from worldmodels.rssm import RSSM
@@ -241,7 +243,13 @@ def test_cmaes_improves_toy_fitness(tmp_path: Path) -> None:
     assert history[0]["mean"] < 0.5  # near the zero policy (return 0); the best possible return is 20
     assert history[-1]["mean"] > history[0]["mean"] + 5 and state["best"]["score"] > 10
     assert best_calls and best_calls[-1][1] == state["best"]["score"]
-    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert list(
+        tmp_path.glob("events.out.tfevents.*")
+    )  # TensorBoard events in the run folder, as Lightning's
+    assert read_evolution(tmp_path / "checkpoints" / LAST)["generation"] == 8
+    rows = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
+    assert rows[0] == "generation,best,mean,std,sigma,eval,seconds" and len(rows) == 1 + 8
+    assert rows[1].split(",")[5] == "" and rows[4].split(",")[5] != ""  # eval after generations 3 and 7 only
 
 
 def test_resume_after_interrupt_continues_with_identical_es_state(tmp_path: Path) -> None:
@@ -255,11 +263,12 @@ def test_resume_after_interrupt_continues_with_identical_es_state(tmp_path: Path
     fitness, n = _toy_fitness(calls, fail_at=4)  # calls: gen 0, gen 1, eval after gen 1, gen 2 <- interrupted
     with pytest.raises(KeyboardInterrupt):
         evolve(fitness, n, tmp_path / "resumed", **kwargs)
-    with open(tmp_path / "resumed" / STATE_FILE, "rb") as f:
-        assert pickle.load(f)["generation"] == 2
+    checkpoints = tmp_path / "resumed" / "checkpoints"
+    assert read_evolution(checkpoints / LAST)["generation"] == 2
+    assert not list(checkpoints.glob("step*.ckpt"))  # checkpoint_every 100: none after 2 generations
     calls.clear()
     fitness, n = _toy_fitness(calls)
-    resumed = evolve(fitness, n, tmp_path / "resumed", **kwargs)
+    resumed = evolve(fitness, n, tmp_path / "resumed", ckpt_path="last", **kwargs)
     assert calls == [2, 2, 3]  # generations 2 and 3 only, then the final evaluation
 
     strip = lambda history: [{k: v for k, v in h.items() if k != "seconds"} for h in history]
@@ -268,22 +277,45 @@ def test_resume_after_interrupt_continues_with_identical_es_state(tmp_path: Path
     assert resumed["es"].sigma == straight["es"].sigma
     np.testing.assert_array_equal(resumed["es"].sm.C, straight["es"].sm.C)
     np.testing.assert_array_equal(resumed["best"]["params"], straight["best"]["params"])
-    with pytest.raises(ConfigError, match="--resume false"):
-        evolve(fitness, n + 1, tmp_path / "resumed", **kwargs)
+    with pytest.raises(ConfigError, match="leave out --ckpt_path"):
+        evolve(fitness, n + 1, tmp_path / "resumed", ckpt_path="last", **kwargs)
+
+
+def test_without_ckpt_path_a_run_starts_over_and_step_checkpoints_resume_from_their_generation(
+    tmp_path: Path,
+) -> None:
+    kwargs = dict(population=6, rollouts=2, eval_every=2, eval_rollouts=3, seed=3, progress=False)
+    fitness, n = _toy_fitness()
+    evolve(fitness, n, tmp_path, generations=4, checkpoint_every=2, **kwargs)
+    checkpoints = tmp_path / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["last.ckpt", "step2.ckpt", "step4.ckpt"]
+    assert read_evolution(checkpoints / "step2.ckpt")["generation"] == 2
+    again = evolve(
+        fitness, n, tmp_path, generations=1, **kwargs
+    )  # like Lightning: no --ckpt_path, a fresh run
+    assert [h["generation"] for h in again["history"]] == [0]
+    calls: list[int] = []
+    fitness, n = _toy_fitness(calls)
+    from_step = evolve(fitness, n, tmp_path, generations=3, ckpt_path=checkpoints / "step2.ckpt", **kwargs)
+    assert [h["generation"] for h in from_step["history"]] == [0, 1, 2] and calls == [2, 3]
+    assert len((tmp_path / "csv" / "version_2" / "metrics.csv").read_text().splitlines()) == 1 + 1
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        evolve(fitness, n, tmp_path, ckpt_path=tmp_path / "nope.ckpt", **kwargs)
 
 
 def test_resume_with_another_task_keeps_the_search_and_forgets_the_best(tmp_path: Path) -> None:
     """A curriculum (e.g. short episodes, then full ones): scores of the old task are not comparable."""
     kwargs = dict(population=6, rollouts=2, eval_every=1, eval_rollouts=2, seed=3, progress=False)
     fitness, n = _toy_fitness()
-    short = evolve(fitness, n, tmp_path, generations=2, task="max_steps=200", **kwargs)
+    short = evolve(fitness, n, tmp_path, generations=2, task="rollout_steps=200", **kwargs)
     assert short["best"]["generation"] in (0, 1)
     easier = lambda params, seeds: fitness(params, seeds) - 100.0  # the new task scores lower
-    full = evolve(easier, n, tmp_path, generations=3, task="max_steps=None", **kwargs)
+    kwargs["ckpt_path"] = "last"
+    full = evolve(easier, n, tmp_path, generations=3, task="rollout_steps=None", **kwargs)
     assert [h["generation"] for h in full["history"]] == [0, 1, 2]  # the search went on
     assert full["best"]["generation"] == 2 and full["best"]["score"] < -50  # best of the new task only
-    assert full["task"] == "max_steps=None"
-    same = evolve(easier, n, tmp_path, generations=3, task="max_steps=None", **kwargs)
+    assert full["task"] == "rollout_steps=None"
+    same = evolve(easier, n, tmp_path, generations=3, task="rollout_steps=None", **kwargs)
     assert same["best"]["score"] == full["best"]["score"]  # the same task keeps its best
 
 
@@ -294,8 +326,8 @@ def test_real_fitness_in_two_spawn_workers_matches_one_process(checkpoints: dict
     torch.manual_seed(0)
     n = Controller(12, 1, False).num_params  # MDN-RNN features: z 4 + h 8
     params, seeds = 0.5 * np.random.default_rng(0).normal(size=(3, n)), np.array([11, 12])
-    local = RealFitness(checkpoints["mdnrnn"], "Pendulum-v1", size=SIZE, max_steps=15, workers=1)
-    pooled = RealFitness(checkpoints["mdnrnn"], "Pendulum-v1", size=SIZE, max_steps=15, workers=2)
+    local = RealFitness(checkpoints["mdnrnn"], "Pendulum-v1", size=SIZE, rollout_steps=15, workers=1)
+    pooled = RealFitness(checkpoints["mdnrnn"], "Pendulum-v1", size=SIZE, rollout_steps=15, workers=2)
     try:
         expected, got = local(params, seeds), pooled(params, seeds)
     finally:
@@ -334,7 +366,7 @@ def test_patience_ends_an_episode_after_steps_without_progress(checkpoints: dict
     # steps 0-1 and 6 pay; idle steps 2-5 (4 of them) do not reach patience 5; 7-11 do: 12 steps played
     assert rollout(agent, env, seed=0, patience=5) == pytest.approx(3.0 - 0.1 * 9)
     assert rollout(agent, env, seed=0) == pytest.approx(3.0 - 0.1 * 97)  # without it: all 100 steps
-    assert rollout(agent, env, seed=0, patience=5, max_steps=4) == pytest.approx(2.0 - 0.1 * 2)
+    assert rollout(agent, env, seed=0, patience=5, rollout_steps=4) == pytest.approx(2.0 - 0.1 * 2)
     with pytest.raises(ConfigError, match="patience"):
         controller_main(["--model", checkpoints["mdnrnn"], "--env", "Pendulum-v1", "--patience", "0"])
 
@@ -345,45 +377,156 @@ def _recipe(tmp_path: Path, text: str) -> str:
     return str(path)
 
 
-def test_cli_real_fitness_then_worldmodels_eval(
+def _eval_line(printed: str) -> list[str]:
+    """The `worldmodels eval ...` line a run suggests, as argv for cli.main."""
+    line = next(line for line in printed.splitlines() if line.startswith("evaluate it: "))
+    words = shlex.split(line.removeprefix("evaluate it: "))
+    assert words[:2] == ["worldmodels", "eval"]
+    return words[1:]
+
+
+def test_cli_real_fitness_then_the_suggested_worldmodels_eval_line_runs(
     tmp_path: Path, checkpoints: dict[str, str], capsys: pytest.CaptureFixture
 ) -> None:
-    # z = the VAE mean: `worldmodels eval` does not seed torch per episode as rollout does, so with the
-    # default sampled z (observe_z="sample") its return would differ from rollout's by the noise
+    # z = the VAE mean, so that fitness rollouts and `worldmodels eval` filter frames identically
     out = tmp_path / "run"
     recipe = _recipe(
         tmp_path,
         f"model: {checkpoints['mdnrnn_mean']}\nout: {out}\nfitness: real\nenv: Pendulum-v1\n"
         "population: 4\nrollouts: 1\ngenerations: 2\neval_every: 1\neval_rollouts: 1\n"
-        f"size: {SIZE}\nmax_steps: 8\nprogress: false\n",
+        f"size: {SIZE}\nrollout_steps: 8\naction_repeat: 2\nprogress: false\n",
     )
-    controller_main(["-c", recipe])
-    ckpt = out / "controller.ckpt"
+    cli.main(["agent", "controller", "-c", recipe])
+    printed = capsys.readouterr().out
+    ckpt = out / "checkpoints" / "last.ckpt"
+    assert f"{ckpt}: 2 generations, best mean" in printed
+    argv = _eval_line(printed)
+    assert argv[:7] == ["eval", "--ckpt", str(ckpt), "--env", "Pendulum-v1", "--action_repeat", "2"]
     agent = load_agent(ckpt)
     assert isinstance(agent, ControllerAgent) and (agent.action_dim, agent.discrete, agent.image_size) == (
         1,
         False,
         16,
     )
-    assert torch.load(ckpt, weights_only=False)["world_model"]["state_dict"]  # the model travels inside
-    with open(out / STATE_FILE, "rb") as f:
-        state = pickle.load(f)
-    assert state["generation"] == 2 and len(state["history"]) == 2
+    checkpoint = torch.load(ckpt, weights_only=False)
+    assert checkpoint["world_model"]["state_dict"]  # the model travels inside
+    assert checkpoint["trained_on"] == {"env": "Pendulum-v1", "action_repeat": 2}
+    state = read_evolution(ckpt)  # the CMA-ES state travels inside too: no evolution.pkl
+    assert state["generation"] == 2 and len(state["history"]) == 2 and not (out / "evolution.pkl").exists()
     np.testing.assert_array_equal(agent.params[0].numpy(), state["best"]["params"].astype(np.float32))
+    assert (out / "config.yaml").is_file() and "rollout_steps: 8" in (out / "config.yaml").read_text()
+    assert len((out / "csv" / "version_0" / "metrics.csv").read_text().splitlines()) == 1 + 2
 
-    cli.main(["eval", "--ckpt", str(ckpt), "--env", "Pendulum-v1", "--episodes", "1", "--seed", "5"])
+    argv[argv.index("--episodes") + 1] = "1"
+    cli.main([*argv, "--seed", "5"])  # the printed line, as printed (but 1 episode)
     printed = capsys.readouterr().out
-    assert "Pendulum-v1: return" in printed
-    env = envs.make("Pendulum-v1", size=SIZE)
+    env = envs.make("Pendulum-v1", size=SIZE, action_repeat=2)
     expected = rollout(agent, env, seed=5)  # what the fitness measures is what `worldmodels eval` plays
-    assert f"return {expected:.1f} +- 0.0" in printed
+    assert f"Pendulum-v1: return {expected:.1f} +- 0.0" in printed
+    # the action repeat is read from the checkpoint, and --action-repeat spelled with a hyphen works as well
+    for spelling in ([], ["--action-repeat", "2"], ["--action_repeat=2"]):
+        cli.main(
+            ["eval", "--ckpt", str(ckpt), "--env", "Pendulum-v1", "--episodes", "1", "--seed", "5", *spelling]
+        )
+        assert f"Pendulum-v1: return {expected:.1f} +- 0.0" in capsys.readouterr().out
+
+    # --ckpt_path last goes on from generation 2 with the saved search; --max_steps still works, with a note
+    cli.main(["agent", "controller", "-c", recipe, "--generations", "3", "--ckpt_path", "last"])
+    printed = capsys.readouterr().out
+    assert f"resuming from {ckpt}" in printed and f"{ckpt}: 3 generations" in printed
+    resumed = read_evolution(ckpt)
+    assert [h["generation"] for h in resumed["history"]] == [0, 1, 2]
+    assert resumed["history"][:2] == state["history"]
+    assert len((out / "csv" / "version_1" / "metrics.csv").read_text().splitlines()) == 1 + 1
+    cli.main(
+        ["agent", "controller", "-c", recipe, "--generations", "4", "--resume", "true", "--max_steps", "8"]
+    )
+    printed = capsys.readouterr().out
+    assert (
+        "--resume is deprecated: use --ckpt_path last" in printed
+        and "--max_steps is now --rollout_steps" in printed
+    )
+    assert read_evolution(ckpt)["generation"] == 4
+
+
+def test_a_missing_or_wrong_model_checkpoint_says_how_to_make_a_world_model(
+    tmp_path: Path, checkpoints: dict[str, str], capsys: pytest.CaptureFixture
+) -> None:
+    vae = _save(VAE(SIZE, 4, 0.25), tmp_path / "vae.ckpt")
+    for model, says in (
+        (
+            [],
+            "model: no world-model checkpoint given; the controller evolves a policy on a trained world model",
+        ),
+        (["--model", str(tmp_path / "nope.ckpt")], f"model: {tmp_path / 'nope.ckpt'}: no such checkpoint;"),
+        (["--model", vae], f"model: {vae} holds a VAE (V) alone; the controller needs V + M"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["agent", "controller", "--env", "Pendulum-v1", "--out", str(tmp_path / "run"), *model])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert (
+            err.count("\n") == 1 and says in err and "worldmodels fit -c configs/carracing_mdnrnn.yaml" in err
+        )
+
+
+def test_every_option_of_every_command_has_a_help_text(capsys: pytest.CaptureFixture) -> None:
+    parser = build_parser()
+    bare = [a.dest for a in parser._actions if not a.help]
+    assert bare == []
+    with pytest.raises(SystemExit):
+        cli.main(["agent", "controller", "--help"])
+    shown = capsys.readouterr().out
+    assert "trained world model (--model)" in shown and "--ckpt_path CKPT_PATH" in shown
+    assert "cut each fitness episode after this many" in shown
+    subparsers = next(a for a in cli.build_parser()._actions if a.dest == "command")
+    for name, sub in subparsers.choices.items():
+        bare = [a.dest for a in sub._actions if not a.help]
+        assert bare == [], name
+
+
+def test_options_work_spelled_with_hyphens_or_underscores() -> None:
+    assert cli.underscore_flags(
+        [
+            "collect",
+            "--action-repeat",
+            "2",
+            "--max-steps=5",
+            "-c",
+            "a-b.yaml",
+            "--out",
+            "x-y",
+            "--data.action-repeat",
+        ]
+    ) == [
+        "collect",
+        "--action_repeat",
+        "2",
+        "--max_steps=5",
+        "-c",
+        "a-b.yaml",
+        "--out",
+        "x-y",
+        "--data.action_repeat",
+    ]
+
+
+def test_collect_takes_both_spellings_of_action_repeat_and_rollout_steps(tmp_path: Path) -> None:
+    common = ["collect", "--env", "Pendulum-v1", "--episodes", "1", "--size", str(SIZE)]
+    for i, spelling in enumerate(
+        (["--action-repeat", "2", "--max-steps", "5"], ["--action_repeat", "2", "--rollout_steps", "5"])
+    ):
+        cli.main([*common, "--out", str(tmp_path / str(i)), *spelling])
+        info = cli.summarize(tmp_path / str(i))
+        assert (info["action_repeat"], info["steps"]) == (2, 1 + 5)  # the reset frame, then 5 agent steps
 
 
 @pytest.mark.parametrize("kind", ["mdnrnn", "rssm"])
 def test_cli_dream_fitness_on_any_world_model(
-    tmp_path: Path, checkpoints: dict[str, str], store: str, kind: str
+    tmp_path: Path, checkpoints: dict[str, str], store: str, kind: str, capsys: pytest.CaptureFixture
 ) -> None:
-    """The same code evolves a controller on an MDN-RNN or an RSSM, through the shared interface."""
+    """The same code evolves a controller on an MDN-RNN or an RSSM, through the shared interface; the eval line
+    names the env the dream store was collected in, and a controller checkpoint serves as a world model."""
     out = tmp_path / kind
     controller_main(
         [
@@ -417,13 +560,28 @@ def test_cli_dream_fitness_on_any_world_model(
             "false",
         ]
     )
-    agent = ControllerAgent.load(out / "controller.ckpt")
+    agent = ControllerAgent.load(out / "checkpoints" / LAST)
     action, state = agent.act(torch.zeros(2, SIZE, SIZE, 3, dtype=torch.uint8), torch.tensor([True, True]))
     assert action.shape == (2, 1) and action.abs().max() <= 1
     action, _ = agent.act(
         torch.zeros(2, SIZE, SIZE, 3, dtype=torch.uint8), torch.tensor([False, True]), state
     )
     assert action.shape == (2, 1)
+    argv = _eval_line(capsys.readouterr().out)
+    assert argv[:5] == ["eval", "--ckpt", str(out / "checkpoints" / LAST), "--env", "Pendulum-v1"]
+    again = [
+        "--model",
+        str(out / "checkpoints" / LAST),
+        "--out",
+        str(tmp_path / "again"),
+        "--fitness",
+        "real",
+    ]
+    again += ["--env", "Pendulum-v1", "--population", "2", "--rollouts", "1", "--generations", "1"]
+    controller_main(
+        [*again, "--eval_rollouts", "1", "--size", str(SIZE), "--rollout_steps", "3", "--progress", "false"]
+    )
+    assert read_evolution(tmp_path / "again" / "checkpoints" / LAST)["generation"] == 1
     if kind == "rssm":
         with pytest.raises(ConfigError, match="no sampling temperature"):
             controller_main(

@@ -1,7 +1,6 @@
 """Crash safety and clear errors: atomic checkpoints, full disks, bad inputs, NaN losses, determinism."""
 
 import errno
-import pickle
 import re
 import time
 
@@ -492,7 +491,7 @@ def test_collector_killed_with_sigkill_mid_episode_loses_and_doubles_no_written_
 
 
 def test_controller_evolution_killed_with_sigkill_resumes_the_same_search(tmp_path):
-    from agents.controller import STATE_FILE
+    from agents.controller import read_evolution
     from tests.test_controller import SIZE, _mdnrnn, _save
     from worldmodels.collect import collect
 
@@ -507,8 +506,7 @@ def test_controller_evolution_killed_with_sigkill_resumes_the_same_search(tmp_pa
 
     def generation(out):
         try:
-            with open(out / STATE_FILE, "rb") as f:
-                return pickle.load(f)["generation"]
+            return read_evolution(out / "checkpoints" / "last.ckpt")["generation"]
         except FileNotFoundError:
             return 0
 
@@ -522,19 +520,17 @@ def test_controller_evolution_killed_with_sigkill_resumes_the_same_search(tmp_pa
         time.sleep(0.05)
     proc.kill()
     proc.wait()
-    with open(killed / STATE_FILE, "rb") as f:
-        saved = pickle.load(f)  # written atomically: always a whole state
+    saved = read_evolution(killed / "checkpoints" / "last.ckpt")  # written atomically: always a whole state
     done = saved["generation"]
 
     target = str(done + 2)
-    resumed = run_cli(*args, "--out", str(killed), "--generations", target)
+    resumed = run_cli(*args, "--out", str(killed), "--generations", target, "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     straight = run_cli(*args, "--out", str(tmp_path / "straight"), "--generations", target)
     assert straight.returncode == 0, straight.stderr[-2000:]
     states = []
     for out in (killed, tmp_path / "straight"):
-        with open(out / STATE_FILE, "rb") as f:
-            states.append(pickle.load(f))
+        states.append(read_evolution(out / "checkpoints" / "last.ckpt"))
     strip = lambda history: [{k: v for k, v in h.items() if k != "seconds"} for h in history]
     assert [h["generation"] for h in states[0]["history"]] == list(range(done + 2))
     assert strip(states[0]["history"][:done]) == strip(saved["history"])  # the killed run's past is kept
