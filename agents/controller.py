@@ -462,7 +462,9 @@ def read_evolution(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if path.suffix == ".pkl":
         with open(path, "rb") as f:
-            return pickle.load(f)
+            state = pickle.load(f)
+        state["task"] = state.get("task", "").replace("max_steps=", "rollout_steps=")  # renamed, same task
+        return state
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(checkpoint, dict) or "evolution" not in checkpoint:
         raise CheckpointError(
@@ -620,9 +622,10 @@ class ControllerConfig:
 
     model: str | None = None
     """a trained world model: checkpoints/last.ckpt of `worldmodels fit` (MDN-RNN = V + M, or RSSM) or of any
-    agent run (required)"""
+    agent run (required; --world_model.ckpt works too)"""
     out: str = "runs/controller"
-    """the run folder: checkpoints/last.ckpt (+ step<N>.ckpt), config.yaml, TensorBoard events, csv/"""
+    """the run folder: checkpoints/last.ckpt (+ step<N>.ckpt), config.yaml, TensorBoard events, csv/
+    (--trainer.default_root_dir works too)"""
     fitness: Literal["real", "dream"] = "real"
     """where candidates are scored: real (episodes in env) or dream (the model's imagination from data)"""
     env: str | None = None
@@ -701,17 +704,21 @@ def build_parser() -> Any:
 
 
 RENAMED = {"max_steps": "rollout_steps"}  # old option -> new one (max_steps means training steps elsewhere)
+ALIASES = {"world_model.ckpt": "model", "trainer.default_root_dir": "out"}  # PlaNet's and Dreamer's spellings
 
 
 def parse_config(argv: list[str]) -> ControllerConfig:
     """``-c FILE`` plus ``--key value`` overrides; an unknown key exits with status 2 (jsonargparse). A renamed
-    option (``RENAMED``) still works on the command line, with one line naming the new one."""
+    option (``RENAMED``) still works on the command line, with one line naming the new one; PlaNet's and Dreamer's
+    ``--world_model.ckpt`` and ``--trainer.default_root_dir`` (``ALIASES``) mean ``--model`` and ``--out``."""
     argv = list(argv)
     for i, token in enumerate(argv):
         name, eq, value = token[2:].partition("=") if token.startswith("--") else ("", "", "")
         if name in RENAMED:
             print(f"--{name} is now --{RENAMED[name]}: the length of a fitness episode in agent steps")
             argv[i] = f"--{RENAMED[name]}{eq}{value}"
+        elif name in ALIASES:
+            argv[i] = f"--{ALIASES[name]}{eq}{value}"
     namespace = build_parser().parse_args(argv)
     return ControllerConfig(**{f.name: namespace[f.name] for f in fields(ControllerConfig)})
 

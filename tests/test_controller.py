@@ -303,6 +303,27 @@ def test_without_ckpt_path_a_run_starts_over_and_step_checkpoints_resume_from_th
         evolve(fitness, n, tmp_path, ckpt_path=tmp_path / "nope.ckpt", **kwargs)
 
 
+def test_a_run_folder_from_before_checkpoints_resumes_from_its_evolution_pkl(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import pickle
+
+    kwargs = dict(population=6, rollouts=2, eval_every=1, eval_rollouts=2, seed=3, progress=False)
+    fitness, n = _toy_fitness()
+    old = evolve(fitness, n, tmp_path / "new", generations=2, task="rollout_steps=200", **kwargs)
+    old["task"] = "max_steps=200"  # what a run of the old controller recorded for the same fitness
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "evolution.pkl").write_bytes(pickle.dumps(old))
+    resumed = evolve(
+        fitness, n, tmp_path / "old", generations=3, ckpt_path="last", task="rollout_steps=200", **kwargs
+    )
+    assert [h["generation"] for h in resumed["history"]] == [0, 1, 2]
+    assert (
+        resumed["best"]["score"] >= old["best"]["score"]
+    )  # the same task after the rename: the best is kept
+    assert read_evolution(tmp_path / "old" / "checkpoints" / LAST)["generation"] == 3
+
+
 def test_resume_with_another_task_keeps_the_search_and_forgets_the_best(tmp_path: Path) -> None:
     """A curriculum (e.g. short episodes, then full ones): scores of the old task are not comparable."""
     kwargs = dict(population=6, rollouts=2, eval_every=1, eval_rollouts=2, seed=3, progress=False)
@@ -569,10 +590,10 @@ def test_cli_dream_fitness_on_any_world_model(
     assert action.shape == (2, 1)
     argv = _eval_line(capsys.readouterr().out)
     assert argv[:5] == ["eval", "--ckpt", str(out / "checkpoints" / LAST), "--env", "Pendulum-v1"]
-    again = [
-        "--model",
+    again = [  # --world_model.ckpt and --trainer.default_root_dir: PlaNet's and Dreamer's names of --model, --out
+        "--world_model.ckpt",
         str(out / "checkpoints" / LAST),
-        "--out",
+        "--trainer.default_root_dir",
         str(tmp_path / "again"),
         "--fitness",
         "real",
