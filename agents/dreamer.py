@@ -4,7 +4,7 @@
     worldmodels agent dreamer -c configs/dreamer_walker.yaml --ckpt_path last      # resume the whole run
     worldmodels agent dreamer -c configs/dreamer_walker.yaml --world_model.ckpt runs/rssm/checkpoints/last.ckpt
     worldmodels agent dreamer -c configs/dreamer_walker.yaml --world_model.ckpt M.ckpt --offline true
-    worldmodels eval --ckpt runs/dreamer_walker/checkpoints/last.ckpt --env dmc:walker-walk --action-repeat 2
+    worldmodels eval --ckpt runs/dreamer_walker/checkpoints/last.ckpt --env dmc:walker-walk --action_repeat 2
     worldmodels dream --ckpt runs/dreamer_walker/checkpoints/last.ckpt --data runs/dreamer_walker/episodes \
         --out dream.mp4                   # truth | dream with the recorded actions | dream with the actor
 

@@ -311,5 +311,13 @@ def agent_cli(agent_class: type[L.LightningModule], argv: list[str], prog: str, 
         },
         auto_configure_optimizers=False,
     )
-    say_resume(cli.config.ckpt_path, Path(cli.trainer.default_root_dir))
+    root = Path(cli.trainer.default_root_dir)
+    say_resume(cli.config.ckpt_path, root)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
+    dm = cli.datamodule
+    if not dm.offline:  # offline runs know no env: `worldmodels eval --env SPEC` is theirs to name
+        repeat = f" --action_repeat {dm.action_repeat}" if dm.action_repeat else ""
+        print(
+            f"evaluate it: worldmodels eval --ckpt {root / 'checkpoints' / 'last.ckpt'} --env {dm.env_spec}"
+            f"{repeat} --episodes 10"
+        )

@@ -366,7 +366,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_an_online_run_evaluates_the_policys_mode_at_its_start_and_every_n_env_steps(tmp_path: Path):
+def test_an_online_run_evaluates_the_policys_mode_at_its_start_and_every_n_env_steps(tmp_path: Path, capsys):
     argv = ["agent", "dreamer", "-c", str(RECIPES / "dreamer_tiny.yaml"), "--trainer.default_root_dir"]
     argv += [
         str(tmp_path),
@@ -386,6 +386,13 @@ def test_an_online_run_evaluates_the_policys_mode_at_its_start_and_every_n_env_s
         "2",
     ]
     cli.main(argv)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("evaluate it: "))
+    assert line == (
+        f"evaluate it: worldmodels eval --ckpt {tmp_path / 'checkpoints' / 'last.ckpt'} --env {POINT} "
+        "--action_repeat 1 --episodes 10"
+    )
+    args = cli.build_parser().parse_args(line.split()[3:])
+    assert len(args.func(args)) == 10  # the printed command runs: 10 returns
     rows = list(csv.DictReader(open(tmp_path / "eval.csv")))
     # 2 seed episodes of 30 steps, then 2 policy steps per training step: the 3rd episode ends at step 15
     assert [(int(r["step"]), int(r["env_steps"])) for r in rows] == [(0, 60), (15, 90)]  # 90 >= 80
