@@ -132,7 +132,7 @@ def cmd_eval(args: argparse.Namespace) -> list[float]:
     agent = load_agent(args.ckpt)
     action_repeat = args.action_repeat or trained_action_repeat(args.ckpt, args.env)
     returns, videos = evaluate(
-        agent, args.env, args.episodes, args.size, action_repeat, args.seed, progress=True
+        agent, args.env, args.episodes, args.size, action_repeat, args.seed, args.explore, progress=True
     )
     print(f"{args.env}: return {np.mean(returns):.1f} +- {np.std(returns):.1f} over {len(returns)} episodes")
     if args.video:
@@ -258,6 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="seed of the first episode; the next ones count up from it"
     )
     p.add_argument("--video", default=None, help="write all episodes to this video (.mp4/.gif)")
+    p.add_argument(
+        "--explore",
+        action="store_true",
+        help="sample the policy's actions (DreamerV3's evaluation protocol) instead of taking its mode",
+    )
     p.set_defaults(func=cmd_eval)
 
     sub.add_parser(

@@ -392,7 +392,10 @@ def test_an_online_run_evaluates_the_policys_mode_at_its_start_and_every_n_env_s
         "--action_repeat 1 --episodes 10"
     )
     args = cli.build_parser().parse_args(line.split()[3:])
-    assert len(args.func(args)) == 10  # the printed command runs: 10 returns
+    mode_returns = args.func(args)
+    assert len(mode_returns) == 10  # the printed command runs: 10 returns
+    args = cli.build_parser().parse_args([*line.split()[3:], "--explore"])  # DreamerV3's protocol: sampled
+    assert args.explore and args.func(args) != mode_returns
     rows = list(csv.DictReader(open(tmp_path / "eval.csv")))
     # 2 seed episodes of 30 steps, then 2 policy steps per training step: the 3rd episode ends at step 15
     assert [(int(r["step"]), int(r["env_steps"])) for r in rows] == [(0, 60), (15, 90)]  # 90 >= 80
