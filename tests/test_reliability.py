@@ -3,6 +3,7 @@
 import errno
 import re
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -552,20 +553,17 @@ def test_fit_runs_with_ddp_on_two_cpu_processes(tmp_path):
     assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
 
 
-def test_a_run_states_its_cost_per_step_and_its_time_to_max_steps_and_notes_bf16_on_a_cpu(tmp_path):
+def tiny_fit(tmp_path: Path, steps: int) -> list[str]:
+    """`fit` arguments for configs/tiny_rssm.yaml on a small moving-squares store, into tmp_path/run."""
     store = EpisodeStore(tmp_path / "data", create=True)
     for episode in moving_squares(episodes=3, length=20, size=16):
         store.add(episode)
-    args = [
-        "fit",
-        "-c",
-        "configs/tiny_rssm.yaml",
-        "--data.path",
-        str(store.root),
-        "--trainer.max_steps",
-        "30",
-    ]
-    args += ["--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.enable_progress_bar", "false"]
+    args = ["fit", "-c", "configs/tiny_rssm.yaml", "--data.path", str(store.root)]
+    return [*args, "--trainer.max_steps", str(steps), "--trainer.default_root_dir", str(tmp_path / "run")]
+
+
+def test_a_run_states_its_cost_per_step_and_its_time_to_max_steps_and_notes_bf16_on_a_cpu(tmp_path):
+    args = [*tiny_fit(tmp_path, steps=30), "--trainer.enable_progress_bar", "false"]
     result = run_cli(*args, "--trainer.precision", "bf16-mixed")
     assert result.returncode == 0, result.stderr[-2000:]
     line = next(x for x in result.stdout.splitlines() if x.startswith("cost: "))
@@ -578,19 +576,8 @@ def test_a_run_states_its_cost_per_step_and_its_time_to_max_steps_and_notes_bf16
 
 
 def test_a_run_into_a_log_prints_plain_progress_lines_and_none_of_lightnings_start_up_chatter(tmp_path):
-    store = EpisodeStore(tmp_path / "data", create=True)
-    for episode in moving_squares(episodes=3, length=20, size=16):
-        store.add(episode)
-    args = [
-        "fit",
-        "-c",
-        "configs/tiny_rssm.yaml",
-        "--data.path",
-        str(store.root),
-        "--trainer.max_steps",
-        "100",
-    ]
-    result = run_cli(*args, "--trainer.default_root_dir", str(tmp_path / "run"), "--ckpt_path", "last")
+    args = tiny_fit(tmp_path, steps=100)
+    result = run_cli(*args, "--ckpt_path", "last")
     assert result.returncode == 0, result.stderr[-2000:]
     output = result.stdout + result.stderr
     assert f"--ckpt_path last: no {tmp_path / 'run' / 'checkpoints' / 'last.ckpt'} yet, a fresh run" in output
