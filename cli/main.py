@@ -84,6 +84,9 @@ def summarize(path: str | Path) -> dict:
                 "max": float(returns.max()),
             },
         )
+        unfinished = source.unfinished()  # episodes an agent is still collecting: their written steps
+        if unfinished:
+            info["unfinished"] = {"episodes": len(unfinished), "steps": int(sum(unfinished.values()))}
     else:
         info.update(
             kind="video folder",

@@ -255,3 +255,15 @@ assert not loaded, loaded
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1]
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_info_counts_the_written_steps_of_episodes_still_being_collected(tmp_path):
+    import cli.main as cli
+
+    store = EpisodeStore(tmp_path, create=True, metadata={"env": "synthetic"})
+    store.add(marked(3, seed=1))
+    episode, key = marked(8, base=100.0), new_key()
+    for start in (0, 3):  # 6 of its 8 steps written
+        store.write_chunk(key, start, steps_of(episode, start, start + 3))
+    info = cli.summarize(tmp_path)
+    assert info["episodes"] == 1 and info["unfinished"] == {"episodes": 1, "steps": 6}
