@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The end-to-end demo on a built-in default (creates .venv first if needed):
 # collect random episodes of dm_control finger-spin (32x32 pixels) plus a few held-out ones, train a small
-# DreamerV3-style RSSM on CPU (about 5 minutes on 2 idle cores), then dream open loop on the held-out episodes:
+# DreamerV3-style RSSM on CPU (6.5 minutes on 2 idle cores, docs/demo.md), then dream open loop on the held-out episodes:
 # a video and per-step metrics against copying the last frame (docs/demo.md has the numbers).
 #   scripts/demo.sh [OUT_DIR]        (default: demo_out)
 # Environment overrides: DEMO_ENV (default dmc:finger-spin), DEMO_EPISODES (14), DEMO_STEPS (2500),
