@@ -276,6 +276,20 @@ class EpisodeStore:
             json.dump({**old, **metadata}, f, indent=2)
         os.replace(tmp, path)
 
+    def record_provenance(self, entry: dict[str, Any]) -> None:
+        """Append how some of this store's episodes were made to ``metadata.json``'s ``provenance`` list: one
+        JSON-serializable dict per writing command, e.g. ``{"command": ..., "policy": ..., "env": ..., "seed":
+        ..., "version": ..., "source": ...}`` (``worldmodels info`` prints them). A store appended to by several
+        commands keeps one entry each, oldest first."""
+        path = self.root / METADATA
+        old = json.loads(path.read_text()) if path.exists() else {}
+        provenance = [
+            *old.get("provenance", []),
+            {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **entry},
+        ]
+        self._merge_metadata({"provenance": provenance})
+        self.metadata["provenance"] = provenance
+
     def _learn(self, episode: Episode) -> None:
         """Fill in image shape and action space from the first episode or chunk seen."""
         if not self.metadata.get("image_shape"):
