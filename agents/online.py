@@ -139,6 +139,16 @@ class OnlineDataModule(SequenceDataModule):
                 path, cache_bytes=0
             )  # the writer's view: counts steps, keeps no episodes
             self._rng = np.random.default_rng(seed + 1)
+            self.store.record_provenance(
+                dict(
+                    policy="the agent being trained (online collection)",
+                    env=self.env_spec,
+                    size=size,
+                    action_repeat=self.action_repeat,
+                    seed=seed,
+                    num_envs=self.num_envs,
+                )
+            )
 
     def _prepare_online(
         self,

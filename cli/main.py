@@ -87,6 +87,8 @@ def summarize(path: str | Path) -> dict:
         unfinished = source.unfinished()  # episodes an agent is still collecting: their written steps
         if unfinished:
             info["unfinished"] = {"episodes": len(unfinished), "steps": int(sum(unfinished.values()))}
+        if meta.get("provenance"):
+            info["provenance"] = meta["provenance"]
     else:
         info.update(
             kind="video folder",
@@ -111,6 +113,13 @@ def cmd_info(args: argparse.Namespace) -> None:
         print(json.dumps(info, indent=2))
         return
     for key, value in info.items():
+        if key == "provenance":  # one line per command that wrote to the store, oldest first
+            for i, entry in enumerate(value):
+                made = ", ".join(f"{k} {v}" for k, v in entry.items() if k not in ("command", "time"))
+                print(
+                    f"{'made by' if i == 0 else '':>15}: {entry.get('time')} `{entry.get('command')}` ({made})"
+                )
+            continue
         if isinstance(value, dict):
             value = ", ".join(
                 f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in value.items()

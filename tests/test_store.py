@@ -267,3 +267,49 @@ def test_info_counts_the_written_steps_of_episodes_still_being_collected(tmp_pat
         store.write_chunk(key, start, steps_of(episode, start, start + 3))
     info = cli.summarize(tmp_path)
     assert info["episodes"] == 1 and info["unfinished"] == {"episodes": 1, "steps": 6}
+
+
+def test_a_store_records_each_command_that_wrote_to_it_and_info_prints_them(tmp_path, monkeypatch, capsys):
+    import cli.main as cli
+
+    out = str(tmp_path / "store")
+    point = "worldmodels.pixel_point:PixelPoint-v0"
+    for episodes in ("2", "1"):  # collected twice: two entries, the second one's seeds after the first's
+        argv = [
+            "collect",
+            "--env",
+            point,
+            "--episodes",
+            episodes,
+            "--size",
+            "16",
+            "--out",
+            out,
+            "--seed",
+            "3",
+        ]
+        monkeypatch.setattr(sys, "argv", ["worldmodels", *argv])
+        cli.main(argv)
+    first, second = EpisodeStore(out).metadata["provenance"]
+    assert (
+        first["command"] == f"worldmodels collect --env {point} --episodes 2 --size 16 --out {out} --seed 3"
+    )
+    assert (first["policy"], first["env"], first["size"], first["seeds"]) == ("uniform", point, 16, [3, 4])
+    assert second["seeds"] == [5, 5] and second["episodes"] == 1
+    capsys.readouterr()
+    cli.main(["info", out])
+    made = [line for line in capsys.readouterr().out.splitlines() if "`worldmodels collect" in line]
+    assert len(made) == 2 and made[0].strip().startswith("made by:") and "seeds [3, 4]" in made[0]
+
+
+def test_an_agents_replay_records_its_random_seed_episodes_and_its_own_collection(tmp_path):
+    from agents.online import OnlineDataModule
+
+    dm = OnlineDataModule(
+        str(tmp_path), env="worldmodels.pixel_point:PixelPoint-v0", size=16, action_repeat=1, seed_episodes=1,
+        collect_steps=1, batch_size=2, length=4, seed=7,
+    )  # fmt: skip
+    seeds, agent = EpisodeStore(tmp_path).metadata["provenance"]
+    assert (seeds["policy"], seeds["seeds"], seeds["episodes"]) == ("uniform", [7, 7], 1)
+    assert agent["policy"].startswith("the agent") and (agent["seed"], agent["num_envs"]) == (7, dm.num_envs)
+    dm.teardown("fit")

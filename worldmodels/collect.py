@@ -177,6 +177,18 @@ def collect(
     )
     store = EpisodeStore(out, create=True, metadata=metadata)
     seeds = [seed + len(store) + i for i in range(episodes)]
+    store.record_provenance(
+        dict(
+            policy=policy,
+            env=spec,
+            size=size,
+            action_repeat=action_repeat,
+            crop_rows=rows,
+            seeds=[seeds[0], seeds[-1]] if seeds else [],
+            episodes=episodes,
+            max_steps=max_steps,
+        )
+    )
     returns: list[float] = []
     bar = tqdm(total=episodes, desc=f"collect {spec}", unit="ep", disable=not progress)
     if workers <= 1:

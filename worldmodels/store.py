@@ -45,7 +45,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -278,9 +280,13 @@ class EpisodeStore:
 
     def record_provenance(self, entry: dict[str, Any]) -> None:
         """Append how some of this store's episodes were made to ``metadata.json``'s ``provenance`` list: one
-        JSON-serializable dict per writing command, e.g. ``{"command": ..., "policy": ..., "env": ..., "seed":
-        ..., "version": ..., "source": ...}`` (``worldmodels info`` prints them). A store appended to by several
+        JSON-serializable dict per writing command, e.g. ``{"policy": ..., "env": ..., "seed": ..., "source":
+        ...}``, to which the time, the command line and the toolkit version are added (``worldmodels info``
+        prints them). A store appended to by several
         commands keeps one entry each, oldest first."""
+        from worldmodels import __version__
+
+        entry = {"command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]), "version": __version__, **entry}
         path = self.root / METADATA
         old = json.loads(path.read_text()) if path.exists() else {}
         provenance = [
