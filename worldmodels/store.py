@@ -286,7 +286,11 @@ class EpisodeStore:
         commands keeps one entry each, oldest first."""
         from worldmodels import __version__
 
-        entry = {"command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]), "version": __version__, **entry}
+        entry = {
+            "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "version": __version__,
+            **entry,
+        }
         path = self.root / METADATA
         old = json.loads(path.read_text()) if path.exists() else {}
         provenance = [
