@@ -21,11 +21,39 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from agents.head import WorldModelHead, exploration_noise, lambda_return
-from agents.planners import CEMPlanner, LatentEnsemble, MPPIPlanner, RandomShooting
+from agents.objectives import make_objective
+from agents.planners import (
+    CEMPlanner,
+    GradientPlanner,
+    HybridPlanner,
+    LatentEnsemble,
+    MPPIPlanner,
+    RandomShooting,
+)
 from worldmodels.errors import ConfigError
 from worldmodels.guards import check_finite
 
-PLANNERS = {"cem": CEMPlanner, "mppi": MPPIPlanner, "random": RandomShooting}
+PLANNERS = {
+    "cem": CEMPlanner,
+    "mppi": MPPIPlanner,
+    "random": RandomShooting,
+    "gradient": GradientPlanner,
+    "hybrid": HybridPlanner,
+}
+PLANNER_OPTIONS = (  # shown with their values in force in the saved hyperparameters
+    "horizon",
+    "candidates",
+    "iterations",
+    "top_k",
+    "gamma",
+    "beta",
+    "noise_std",
+    "lr",
+    "init_std",
+    "restarts",
+    "refine_steps",
+    "warm_start",
+)
 
 
 class PlaNetAgent(WorldModelHead):
@@ -34,11 +62,19 @@ class PlaNetAgent(WorldModelHead):
     of rewards.
 
     ``world_model``: any ``WorldModel`` object or spec (agents/head.py). ``planner``: "cem" | "mppi" |
-    "random"; ``planner_options`` go to its constructor (horizon, candidates, iterations, top_k, gamma, beta,
-    noise_std, warm_start, discount, compile). ``ensemble_heads > 0`` trains a ``LatentEnsemble`` whose
-    disagreement, times ``ensemble_scale``, is added to the planner's rewards (negative: cautious, positive:
-    exploration). ``value_critic`` trains V(features) by TD(lambda) on replayed posterior states and adds
-    V(s_H) at the planning horizon.
+    "random" | "gradient" | "hybrid"; ``planner_options`` go to its constructor (horizon, candidates,
+    iterations, top_k, gamma, beta, noise_std, lr, init_std, proposal, restarts, refine_steps, warm_start,
+    discount, compile). ``objective`` is what the planner maximizes (agents/objectives.py: "reward",
+    "goal:IMAGE", "goal:STORE@EPISODE:FRAME", "module:function"; ``objective_options``: goal_distance,
+    goal_steps, goal_repeat); ``set_objective`` swaps it at test time. ``ensemble_heads > 0`` trains a
+    ``LatentEnsemble`` whose disagreement, times ``ensemble_scale``, is added to the planner's rewards
+    (negative: cautious, positive: exploration); with ``trajectory_sampling`` its heads also roll the
+    candidates out (PETS TS-infinity), scored by mean + ``risk`` * std over heads. ``value_critic`` trains
+    V(features) by TD(lambda) on replayed posterior states and adds V(s_H) at the planning horizon.
+
+    A frozen model with nothing to learn (``train_world_model: false`` and neither ensemble nor critic) can
+    still plan: ``worldmodels eval`` builds such an agent around a world-model checkpoint; only training it
+    is refused.
     """
 
     critic_discount = 0.99
@@ -56,6 +92,10 @@ class PlaNetAgent(WorldModelHead):
         exploration_noise: float = 0.3,  # PlaNet App. A: Gaussian noise with std 0.3 added to planned actions
         ensemble_heads: int = 0,
         ensemble_scale: float = 0.0,
+        trajectory_sampling: bool = False,
+        risk: float = 0.0,
+        objective: str = "reward",
+        objective_options: dict[str, Any] | None = None,
         value_critic: bool = False,
         aux_lr: float = 1e-3,
         on_nonfinite: str = "stop",
@@ -66,11 +106,6 @@ class PlaNetAgent(WorldModelHead):
         self.save_hyperparameters(ignore=["world_model"])
         default = {"class_path": "worldmodels.rssm.RSSM", "init_args": {"preset": "planet"}}
         self.attach(world_model, default, train_world_model, action_dim, discrete, image_size)
-        if not train_world_model and not ensemble_heads and not value_critic:
-            raise ConfigError(
-                "PlaNetAgent with train_world_model: false and neither ensemble_heads nor value_critic has "
-                "nothing to learn; plan with the model directly (worldmodels eval) or train one of them"
-            )
         features = self.world_model.feature_dim
         self.ensemble = (
             LatentEnsemble(features, self.action_dim, heads=ensemble_heads) if ensemble_heads else None
@@ -87,24 +122,40 @@ class PlaNetAgent(WorldModelHead):
             **options,
             ensemble=self.ensemble,
             ensemble_scale=ensemble_scale,
+            trajectory_sampling=trajectory_sampling,
+            risk=risk,
             value_fn=self.value if value_critic else None,
         )
-        in_force = (
-            "horizon",
-            "candidates",
-            "iterations",
-            "top_k",
-            "gamma",
-            "beta",
-            "noise_std",
-            "warm_start",
-        )
+        self.set_objective(objective, **(objective_options or {}))
         self.hparams["planner_options"] = {  # the values in force, the planner's defaults resolved
-            **{k: getattr(self.planner, k) for k in in_force if hasattr(self.planner, k)},
+            **{k: getattr(self.planner, k) for k in PLANNER_OPTIONS if hasattr(self.planner, k)},
             **options,
         }
         self.noise = exploration_noise
         self.aux_lr = aux_lr
+
+    def set_objective(self, objective: str, **options: Any) -> None:
+        """Plan for ``objective`` from now on (agents/objectives.py ``make_objective``; ``options``: goal_distance,
+        goal_steps, goal_repeat). "reward" keeps the trained terminal value and the ensemble term."""
+        self.planner.objective = make_objective(
+            objective,
+            self.world_model,
+            discount=self.planner.discount,
+            value_fn=self.planner.value_fn,
+            ensemble=self.planner.ensemble,
+            ensemble_scale=self.planner.ensemble_scale,
+            **options,
+        )
+        self.objective_name = objective
+
+    def on_fit_start(self) -> None:
+        if not self.train_world_model and self.ensemble is None and self.critic is None:
+            raise ConfigError(
+                "PlaNetAgent with train_world_model: false and neither ensemble_heads nor value_critic has "
+                "nothing to learn; plan with the model directly (worldmodels eval) or train one of them"
+            )
+        if self.objective_name != "reward":
+            self.print(f"planning for objective {self.objective_name} while collecting")
 
     def value(self, features: Tensor) -> Tensor:
         """features (M, F) -> V (M,)."""

@@ -1,19 +1,25 @@
-"""Latent planners for the PlaNet head: random shooting, CEM and MPPI on the shared model interface.
+"""Latent planners for the PlaNet head on the shared model interface: random shooting, CEM and MPPI (sampling),
+gradient ascent through the model, and a hybrid (sampled proposals refined by gradient steps).
 
 A planner optimizes an action sequence of ``horizon`` steps for N environments at once: it repeats the state
-(N, ...) to (N*J, ...) for J candidate sequences, rolls them forward with ``model.imagine`` and scores them
-(``imagine_returns``). Only the horizon and the optimizer iterations are Python loops; everything else is
-batched over candidates and environments and stays on the model's device, with no host syncs.
+(N, ...) to (N*J, ...) for J candidate sequences (environment-major), rolls them forward with ``model.imagine``
+and scores them with its ``objective`` (agents/objectives.py: the model's reward, a goal image, a user's
+function), which can be swapped at test time (``planner.objective = ...``). Only the horizon and the optimizer
+iterations are Python loops; everything else is batched over candidates and environments and stays on the
+model's device, with no host syncs.
 
-The return of a candidate a_1..a_H from the start state s_0, with s_t = imagine(s_{t-1}, a_t):
+The default objective is the return of a candidate a_1..a_H from the start state s_0, with s_t =
+imagine(s_{t-1}, a_t) (``imagine_returns``):
 
     R = sum_t discount^(t-1) * c_t * (reward(s_t) + ensemble_scale * disagreement(features(s_{t-1}), a_t))
         + discount^H * c_(H+1) * value_fn(features(s_H))
     c_1 = 1,  c_(t+1) = c_t * cont(s_t)      (reward[t] is earned on the step that led to s_t)
 
-With ``discount=1``, no value function, no ensemble and ``cont = 1`` this is PlaNet's sum of rewards.
+With ``discount=1``, no value function, no ensemble and ``cont = 1`` this is PlaNet's sum of rewards. With
+``trajectory_sampling`` a ``LatentEnsemble``'s heads roll each candidate out in feature space instead, one
+particle per head (PETS TS-infinity), and the objective is their mean (+ ``risk`` * std).
 Continuous actions live in [-1, 1]; discrete ones are one-hot (``model.discrete``), sampled from one
-categorical per step. Every planner is called as
+categorical per step (relaxed by straight-through gradients in the gradient planners). Every planner is called as
 
     action (N, A), plan (N, H, A) = planner(model, state (N, ...), prev_plan (N, H, A) | None, generator)
 
@@ -30,12 +36,18 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
+from agents.objectives import Objective, RewardObjective, Rollout, rollout
 from worldmodels.errors import ConfigError
 from worldmodels.interface import State, WorldModel
 
 ValueFn = Callable[[Tensor], Tensor]  # features (M, F) -> terminal values (M,)
 
 WARM_MIX = 0.5  # discrete warm start: share of each step's probability kept on the previous plan's action
+
+
+def tile(state: State, j: int) -> State:
+    """state (N, ...) -> (N*J, ...), each environment's state repeated J times (environment-major)."""
+    return {k: repeat(v, "n ... -> (n j) ...", j=j) for k, v in state.items()}
 
 
 def shift_plan(plan: Tensor) -> Tensor:
@@ -52,19 +64,8 @@ def imagine_returns(
     ensemble: LatentEnsemble | None = None,
     ensemble_scale: float = 0.0,
 ) -> Tensor:
-    """state (M, ...), actions (M, H, A) -> returns (M,) as in the module docstring. Plain tensor ops, so
-    ``torch.compile`` can trace it."""
-    use_ensemble = ensemble is not None and ensemble_scale != 0.0
-    returns, weight = 0.0, 1.0  # weight: c_t, the probability that the episode is still running
-    for t in range(actions.shape[1]):
-        action = actions[:, t]
-        bonus = ensemble_scale * ensemble.disagreement(model.features(state), action) if use_ensemble else 0.0
-        state = model.imagine(state, action)
-        returns = returns + discount**t * weight * (model.reward(state) + bonus)
-        weight = weight * model.cont(state)
-    if value_fn is not None:
-        returns = returns + discount ** actions.shape[1] * weight * value_fn(model.features(state))
-    return returns
+    """state (M, ...), actions (M, H, A) -> returns (M,) as in the module docstring (``RewardObjective``)."""
+    return RewardObjective(discount, value_fn, ensemble, ensemble_scale)(rollout(model, state, actions))
 
 
 def _sample_onehot(probs: Tensor, num: int, generator: torch.Generator | None) -> Tensor:
@@ -104,12 +105,16 @@ class _Planner:
         discount: float = 0.99,
         ensemble: LatentEnsemble | None = None,
         ensemble_scale: float = 0.0,
+        objective: Objective | None = None,
+        trajectory_sampling: bool = False,
+        risk: float = 0.0,
         compile: bool = False,
     ) -> None:
         self.horizon = self.horizon if horizon is None else horizon
         self.candidates = self.candidates if candidates is None else candidates
         self.warm_start, self.value_fn, self.discount = warm_start, value_fn, discount
         self.ensemble, self.ensemble_scale = ensemble, ensemble_scale
+        self.trajectory_sampling, self.risk = trajectory_sampling, risk
         name = type(self).__name__
         if self.horizon < 1 or self.candidates < 1:
             raise ConfigError(
@@ -117,12 +122,16 @@ class _Planner:
             )
         if not 0.0 <= discount <= 1.0:
             raise ConfigError(f"{name}(discount={discount}): use a discount in [0, 1]")
-        if ensemble_scale != 0.0 and ensemble is None:
+        if (ensemble_scale != 0.0 or trajectory_sampling) and ensemble is None:
+            what = f"ensemble_scale={ensemble_scale}" if ensemble_scale else "trajectory_sampling=True"
             raise ConfigError(
-                f"{name}(ensemble_scale={ensemble_scale}) without an ensemble: pass ensemble=LatentEnsemble(...) "
-                "or leave ensemble_scale at 0"
+                f"{name}({what}) without an ensemble: pass ensemble=LatentEnsemble(...) (PlaNetAgent: "
+                "ensemble_heads > 0), or leave ensemble_scale at 0 and trajectory_sampling off"
             )
-        self._returns = torch.compile(imagine_returns, dynamic=False) if compile else imagine_returns
+        if risk != 0.0 and not trajectory_sampling:
+            raise ConfigError(f"{name}(risk={risk}) needs trajectory_sampling=True (PETS particles)")
+        self.objective = objective or RewardObjective(discount, value_fn, ensemble, ensemble_scale)
+        self._score = torch.compile(self.score, dynamic=False) if compile else self.score
 
     @torch.no_grad()
     def __call__(
@@ -139,17 +148,27 @@ class _Planner:
         ``warm_start=True``."""
         features = model.features(state)  # (N, F): batch size, device and dtype of the model
         self._check(model, features, prev_plan)
-        states = {k: repeat(v, "n ... -> (n j) ...", j=self.candidates) for k, v in state.items()}
+        states = tile(state, self.candidates)
         plan = self._optimize(model, states, features, prev_plan if self.warm_start else None, generator)
         return plan[:, 0], plan
 
+    def score(self, model: WorldModel, states: State, actions: Tensor) -> Tensor:
+        """states (M, ...), actions (M, H, A) -> the objective (M,): of the model's own rollout, or with
+        ``trajectory_sampling`` over the ensemble's K particles (PETS TS-infinity, Chua et al. 2018, Sec. 4.2:
+        each particle keeps one member for the whole horizon), mean + ``risk`` * std across particles
+        (risk > 0 optimistic, < 0 pessimistic, 0 the PETS mean)."""
+        if not self.trajectory_sampling:
+            return self.objective(rollout(model, states, actions))
+        particles = self.ensemble.rollout(model, model.features(states), actions)
+        scores = rearrange(self.objective(particles), "(m k) -> m k", k=self.ensemble.heads)
+        if self.risk == 0.0:
+            return scores.mean(1)
+        return scores.mean(1) + self.risk * scores.std(1, correction=0)
+
     def _evaluate(self, model: WorldModel, states: State, candidates: Tensor) -> Tensor:
-        """states (N*J, ...), candidates (N, J, H, A) -> returns (N, J)."""
+        """states (N*J, ...), candidates (N, J, H, A) -> scores (N, J)."""
         actions = rearrange(candidates, "n j h a -> (n j) h a")
-        returns = self._returns(
-            model, states, actions, self.discount, self.value_fn, self.ensemble, self.ensemble_scale
-        )
-        return rearrange(returns, "(n j) -> n j", j=self.candidates)
+        return rearrange(self._score(model, states, actions), "(n j) -> n j", j=candidates.shape[1])
 
     def _initial(self, model: WorldModel, features: Tensor, prev_plan: Tensor | None) -> Tensor:
         """-> the starting mean (N, H, A): zeros, or the shifted previous plan; for discrete actions the
@@ -235,7 +254,8 @@ class CEMPlanner(_Planner):
         top_k: int | None = None,
         **options: Any,
     ) -> None:
-        """``options``: warm_start, value_fn, discount, ensemble, ensemble_scale, compile (see ``_Planner``)."""
+        """``options``: warm_start, objective, discount, value_fn, ensemble, ensemble_scale, trajectory_sampling, risk,
+        compile (see ``_Planner``)."""
         super().__init__(horizon, candidates, **options)
         self.iterations = self.iterations if iterations is None else iterations
         self.top_k = self.top_k if top_k is None else top_k
@@ -287,7 +307,8 @@ class MPPIPlanner(_Planner):
         noise_std: float | None = None,
         **options: Any,
     ) -> None:
-        """``options``: warm_start, value_fn, discount, ensemble, ensemble_scale, compile (see ``_Planner``)."""
+        """``options``: warm_start, objective, discount, value_fn, ensemble, ensemble_scale, trajectory_sampling, risk,
+        compile (see ``_Planner``)."""
         super().__init__(horizon, candidates, **options)
         self.iterations = self.iterations if iterations is None else iterations
         self.gamma = self.gamma if gamma is None else gamma
@@ -332,6 +353,175 @@ class MPPIPlanner(_Planner):
         return _most_likely(mean) if model.discrete else mean.clamp(-1.0, 1.0)  # clamp: float rounding
 
 
+def _straight_through(logits: Tensor) -> Tensor:
+    """logits (..., A) -> one-hot of the argmax forward, softmax gradient backward (Bengio et al. 2013)."""
+    soft = torch.softmax(logits, -1)
+    return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(soft) + soft - soft.detach()
+
+
+def _logits(onehot_or_probs: Tensor) -> Tensor:
+    """per-step probabilities or one-hots (..., A) -> logits that start a relaxed search there (WARM_MIX)."""
+    probs = WARM_MIX * onehot_or_probs + (1.0 - WARM_MIX) / onehot_or_probs.shape[-1]
+    return probs.log()
+
+
+class GradientPlanner(_Planner):
+    """Action sequences optimized by gradient ascent through the model (the "shooting by backpropagation" of
+    Srinivas et al. 2018, Universal Planning Networks; stable-worldmodel's ``GradientSolver``): ``candidates``
+    restarts per environment, batched over restarts and environments, each an (H, A) sequence improved by
+    ``iterations`` Adam steps on the objective and projected back into [-1, 1] after every step; the best
+    restart by a final evaluation is the plan. Restart 0 starts at the initial mean (zeros or the warm-started
+    previous plan), the others at that mean plus N(0, ``init_std``) noise.
+
+    Discrete actions are relaxed: each step holds logits, the model sees the straight-through one-hot of their
+    argmax and the gradient flows through the softmax. The objective must be differentiable in the actions
+    (decoded images are not: plan those with CEM or MPPI)."""
+
+    candidates = 16  # restarts per environment (our choice: 16 restarts x 50 steps = 800 rollouts per plan)
+    iterations = (
+        50  # Adam steps (our choice, measured on tests/test_planners.py's point model, docs/planning.md)
+    )
+    lr = 0.1  # Adam step size in action units (actions live in [-1, 1])
+    init_std = 0.5  # restarts spread around the initial mean
+
+    def __init__(
+        self,
+        horizon: int | None = None,
+        candidates: int | None = None,
+        iterations: int | None = None,
+        lr: float | None = None,
+        init_std: float | None = None,
+        **options: Any,
+    ) -> None:
+        """``options``: warm_start, objective, discount, value_fn, ensemble, ... (see ``_Planner``)."""
+        super().__init__(horizon, candidates, **options)
+        self.iterations = self.iterations if iterations is None else iterations
+        self.lr = self.lr if lr is None else lr
+        self.init_std = self.init_std if init_std is None else init_std
+        if self.iterations < 0 or self.lr <= 0 or self.init_std < 0:
+            raise ConfigError(
+                f"{type(self).__name__}(iterations={self.iterations}, lr={self.lr}, init_std={self.init_std}): "
+                "need iterations >= 0, lr > 0, init_std >= 0"
+            )
+
+    def _optimize(
+        self,
+        model: WorldModel,
+        states: State,
+        features: Tensor,
+        prev_plan: Tensor | None,
+        generator: torch.Generator | None,
+    ) -> Tensor:
+        mean = self._initial(model, features, prev_plan)  # (N, H, A); probabilities if discrete
+        if model.discrete:
+            start = _logits(mean)[:, None].expand(-1, self.candidates, -1, -1)
+            noise = torch.randn(start.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+            start = start + self.init_std * noise
+        else:
+            start = self._gaussian(mean, self.init_std, generator)
+        start[:, 0] = _logits(mean) if model.discrete else mean
+        return self.refine(model, states, start, self.iterations)
+
+    def _actions(self, model: WorldModel, params: Tensor) -> Tensor:
+        return _straight_through(params) if model.discrete else params
+
+    def refine(self, model: WorldModel, states: State, params: Tensor, steps: int) -> Tensor:
+        """states (N*R, ...), params (N, R, H, A): actions in [-1, 1] (logits if discrete) -> the best of the R
+        sequences after ``steps`` Adam steps on the objective (N, H, A), one-hot if discrete."""
+        params = params.detach().clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([params], lr=self.lr)
+        with torch.enable_grad():
+            for _ in range(steps):
+                score = self._evaluate(model, states, self._actions(model, params))  # (N, R)
+                if not score.requires_grad:
+                    raise ConfigError(
+                        f"{type(self).__name__}: objective {self.objective} is not differentiable in the actions "
+                        "(decoded images are not): plan it with cem or mppi"
+                    )
+                (params.grad,) = torch.autograd.grad(-score.sum(), [params])  # not into the model's weights
+                optimizer.step()
+                if not model.discrete:
+                    params.data.clamp_(-1.0, 1.0)
+        params = params.detach()
+        actions = _most_likely(params) if model.discrete else params
+        final = self._evaluate(model, states, actions)
+        return _pick(actions, final.argmax(1, keepdim=True))[:, 0]
+
+
+class HybridPlanner(GradientPlanner):
+    """Sampling proposals refined by gradients: ``proposal`` ("cem" or "mppi") runs ``iterations`` refits of
+    ``candidates`` samples; its plan and ``restarts - 1`` samples around it (std ``init_std``) are then refined
+    by ``refine_steps`` Adam steps through the model (``GradientPlanner.refine``) and the best one is the plan.
+    Defaults split CEM's budget: half of PlaNet's 10 iterations sample, 10 gradient steps refine 8 restarts."""
+
+    candidates = 1000  # PlaNet App. A: J = 1000 candidate sequences per proposal iteration
+    iterations = (
+        5  # half of PlaNet's I = 10; the gradient steps spend the rest (our choice, docs/planning.md)
+    )
+    restarts = 8
+    refine_steps = 10
+    init_std = 0.1
+
+    def __init__(
+        self,
+        horizon: int | None = None,
+        candidates: int | None = None,
+        iterations: int | None = None,
+        proposal: str = "cem",
+        top_k: int | None = None,
+        restarts: int | None = None,
+        refine_steps: int | None = None,
+        lr: float | None = None,
+        init_std: float | None = None,
+        **options: Any,
+    ) -> None:
+        """``options``: warm_start, objective, discount, value_fn, ensemble, ... (see ``_Planner``)."""
+        super().__init__(horizon, candidates, iterations, lr, init_std, **options)
+        proposals = {"cem": CEMPlanner, "mppi": MPPIPlanner}
+        if proposal not in proposals:
+            raise ConfigError(f"HybridPlanner(proposal={proposal!r}): use one of {list(proposals)}")
+        extra = {"top_k": top_k} if proposal == "cem" else {}
+        self.proposal = proposals[proposal](self.horizon, self.candidates, self.iterations, **extra)
+        self.top_k = getattr(self.proposal, "top_k", None)
+        self.restarts = self.restarts if restarts is None else restarts
+        self.refine_steps = self.refine_steps if refine_steps is None else refine_steps
+        if self.restarts < 1 or self.refine_steps < 0:
+            raise ConfigError(
+                f"HybridPlanner(restarts={self.restarts}, refine_steps={self.refine_steps}): need restarts >= 1 "
+                "and refine_steps >= 0"
+            )
+
+    def _optimize(
+        self,
+        model: WorldModel,
+        states: State,
+        features: Tensor,
+        prev_plan: Tensor | None,
+        generator: torch.Generator | None,
+    ) -> Tensor:
+        self.proposal._score = self._score  # the proposal scores with this planner's objective
+        plan = self.proposal._optimize(model, states, features, prev_plan, generator)  # (N, H, A)
+        start_state = {k: v[:: self.candidates] for k, v in states.items()}  # (N, ...)
+        if model.discrete:
+            base = _logits(plan)[:, None].expand(-1, self.restarts, -1, -1)
+            noise = torch.randn(base.shape, generator=generator, device=plan.device, dtype=plan.dtype)
+            start = base + self.init_std * noise
+            start[:, 0] = _logits(plan)
+        else:
+            start = (
+                plan[:, None]
+                + self.init_std
+                * torch.randn(
+                    (plan.shape[0], self.restarts, *plan.shape[1:]),
+                    generator=generator,
+                    device=plan.device,
+                    dtype=plan.dtype,
+                )
+            ).clamp(-1.0, 1.0)
+            start[:, 0] = plan
+        return self.refine(model, tile(start_state, self.restarts), start, self.refine_steps)
+
+
 class _HeadsLinear(nn.Module):
     """K independent linear layers applied at once: x (K, M, I) -> (K, M, O)."""
 
@@ -371,6 +561,23 @@ class LatentEnsemble(nn.Module):
         """features (M, F), action (M, A) -> each head's predicted next features (K, M, F)."""
         x = torch.cat([features, action.to(features)], -1)
         return self.net(repeat(x, "m i -> k m i", k=self.heads))
+
+    def step(self, features: Tensor, action: Tensor) -> Tensor:
+        """Each head on its own input: features (K, M, F), action (M, A) -> next features (K, M, F)."""
+        action = repeat(action.to(features), "m a -> k m a", k=self.heads)
+        return self.net(torch.cat([features, action], -1))
+
+    def rollout(self, model: WorldModel, features: Tensor, actions: Tensor) -> Rollout:
+        """features (M, F), actions (M, H, A) -> the K heads' own rollouts as one ``Rollout`` of M*K
+        particles (candidate-major), in feature space: rewards and continuation from the model's heads on the
+        predicted features (PETS TS-infinity: particle k follows head k for the whole horizon)."""
+        state = repeat(features, "m f -> k m f", k=self.heads)
+        steps = [state]
+        for t in range(actions.shape[1]):
+            state = self.step(state, actions[:, t])
+            steps.append(state)
+        particles = rearrange(torch.stack(steps, 2), "k m h f -> (m k) h f")
+        return Rollout(model, particles, repeat(actions, "m h a -> (m k) h a", k=self.heads))
 
     def disagreement(self, features: Tensor, action: Tensor) -> Tensor:
         """features (M, F), action (M, A) -> variance across heads, averaged over feature dims (M,)."""

@@ -55,6 +55,12 @@ class PointModel:
             return torch.ones(state["t"].shape)
         return (state["t"] < self.stop).float()
 
+    def reward_from_features(self, features: torch.Tensor) -> torch.Tensor:
+        return self.reward({"x": features})
+
+    def cont_from_features(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.ones(features.shape[:-1])  # features do not hold the step count: no cut-off
+
 
 def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)

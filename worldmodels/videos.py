@@ -158,7 +158,7 @@ def _open_image(path: Path) -> Image.Image:
         raise VideoError(f"{path}: not a readable image ({e}); remove or replace it") from e
 
 
-def _load_frame(path: Path) -> Image.Image:
+def load_frame(path: Path) -> Image.Image:
     """One frame file, decoded, EXIF-rotated and converted to RGB."""
     with _open_image(path) as image:
         try:
@@ -346,7 +346,7 @@ class VideoFolder:
         try:
             if frames is not None:
                 for name in frames:
-                    _load_frame(item / name)
+                    load_frame(item / name)
                 return signature, len(frames)
             if _suffix(item.name) != ".gif":
                 return signature, count_video_frames(item)
@@ -462,7 +462,7 @@ class VideoFolder:
         whole = total * self.size * self.size * 3 <= self.cache_bytes
         first, last = (0, total) if whole else (start, stop)
         if item in self._frames:
-            frames = (_load_frame(item / name) for name in self._frames[item][first:last])
+            frames = (load_frame(item / name) for name in self._frames[item][first:last])
         elif _suffix(item.name) == ".gif":
             frames = _decode_gif(item, first, last)
         else:
