@@ -37,7 +37,6 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,27 +55,39 @@ DISTANCES = ("l2", "cosine")
 GOAL_STEPS = ("all", "final")
 
 
-@dataclass
 class Rollout:
     """Candidate action sequences imagined from start states: what an objective scores.
 
-    ``features`` (M, H+1, F) holds the start state's features and those of the H imagined states; ``actions``
-    (M, H, A); ``steps`` the H imagined states (M, ...) (None for a rollout in feature space, e.g. an ensemble's
-    particles). ``reward()`` and ``cont()`` (M, H) belong to the imagined states: reward[:, t] is earned on the
-    step that led to state t + 1."""
+    ``actions`` (M, H, A); ``steps`` the start state and the H imagined states, each (M, ...), or, for a rollout
+    in feature space (an ensemble's particles), ``features`` (M, H+1, F) directly. ``features`` (M, H+1, F)
+    holds the start state's features and those of the H imagined states; ``reward()`` and ``cont()`` (M, H)
+    belong to the imagined states: reward[:, t] is earned on the step that led to state t + 1. Each is
+    computed on first use, so an objective pays only for what it reads."""
 
-    model: WorldModel
-    features: Tensor
-    actions: Tensor
-    steps: list[State] | None = None
-    _cache: dict[str, Tensor] = field(default_factory=dict, repr=False)
+    def __init__(
+        self,
+        model: WorldModel,
+        actions: Tensor,
+        steps: list[State] | None = None,
+        features: Tensor | None = None,
+    ) -> None:
+        if (steps is None) == (features is None):
+            raise ValueError("Rollout: give the states (steps) or the features, not both")
+        self.model, self.actions, self.steps = model, actions, steps
+        self._cache: dict[str, Tensor] = {} if features is None else {"features": features}
+
+    @property
+    def features(self) -> Tensor:
+        if "features" not in self._cache:
+            self._cache["features"] = torch.stack([self.model.features(s) for s in self.steps], 1)
+        return self._cache["features"]
 
     def reward(self) -> Tensor:
         if "reward" not in self._cache:
             if self.steps is None:
                 self._cache["reward"] = self.model.reward_from_features(self.features[:, 1:])
             else:
-                self._cache["reward"] = torch.stack([self.model.reward(s) for s in self.steps], 1)
+                self._cache["reward"] = torch.stack([self.model.reward(s) for s in self.steps[1:]], 1)
         return self._cache["reward"]
 
     def cont(self) -> Tensor:
@@ -84,8 +95,14 @@ class Rollout:
             if self.steps is None:
                 self._cache["cont"] = self.model.cont_from_features(self.features[:, 1:])
             else:
-                self._cache["cont"] = torch.stack([self.model.cont(s) for s in self.steps], 1)
+                self._cache["cont"] = torch.stack([self.model.cont(s) for s in self.steps[1:]], 1)
         return self._cache["cont"]
+
+    def last_features(self) -> Tensor:
+        """features (M, F) of the last imagined state (without stacking the others)."""
+        if "features" in self._cache or self.steps is None:
+            return self.features[:, -1]
+        return self.model.features(self.steps[-1])
 
     def images(self) -> Tensor:
         """The imagined states decoded: (M, H, h, w, 3) uint8 (not differentiable)."""
@@ -94,18 +111,16 @@ class Rollout:
                 "an objective that reads decoded images needs the model's own rollouts; trajectory sampling "
                 "rolls out an ensemble in feature space, which has no images: drop trajectory_sampling"
             )
-        return self.model.decode(stack_time(self.steps))
+        return self.model.decode(stack_time(self.steps[1:]))
 
 
 def rollout(model: WorldModel, state: State, actions: Tensor) -> Rollout:
     """state (M, ...), actions (M, H, A) -> the imagined ``Rollout`` (differentiable: the caller chooses
     ``torch.no_grad``)."""
-    features, steps = [model.features(state)], []
+    steps = [state]
     for t in range(actions.shape[1]):
-        state = model.imagine(state, actions[:, t])
-        steps.append(state)
-        features.append(model.features(state))
-    return Rollout(model, torch.stack(features, 1), actions, steps)
+        steps.append(model.imagine(steps[-1], actions[:, t]))
+    return Rollout(model, actions, steps)
 
 
 def discounted_sum(rewards: Tensor, cont: Tensor, discount: float) -> tuple[Tensor, Tensor]:
@@ -160,7 +175,7 @@ class RewardObjective(Objective):
             rewards = rewards + self.ensemble_scale * bonus
         returns, weight = discounted_sum(rewards, rollout.cont(), self.discount)
         if self.value_fn is not None:
-            returns = returns + weight * self.value_fn(rollout.features[:, -1])
+            returns = returns + weight * self.value_fn(rollout.last_features())
         return returns
 
 

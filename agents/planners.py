@@ -577,7 +577,7 @@ class LatentEnsemble(nn.Module):
             state = self.step(state, actions[:, t])
             steps.append(state)
         particles = rearrange(torch.stack(steps, 2), "k m h f -> (m k) h f")
-        return Rollout(model, particles, repeat(actions, "m h a -> (m k) h a", k=self.heads))
+        return Rollout(model, repeat(actions, "m h a -> (m k) h a", k=self.heads), features=particles)
 
     def disagreement(self, features: Tensor, action: Tensor) -> Tensor:
         """features (M, F), action (M, A) -> variance across heads, averaged over feature dims (M,)."""

@@ -58,7 +58,7 @@ IDS = ["cem", "mppi", "gradient", "hybrid"]
 def hand_rollout(features: list[list[float]]) -> Rollout:
     """A one-candidate rollout whose 1-dim features are given: start, then the imagined steps."""
     x = torch.tensor(features)[None, :, None]  # (1, H+1, 1)
-    return Rollout(PointModel(dim=1, goal=None), x, torch.zeros(1, x.shape[1] - 1, 1))
+    return Rollout(PointModel(dim=1, goal=None), torch.zeros(1, x.shape[1] - 1, 1), features=x)
 
 
 def test_goal_cost_is_the_mean_squared_feature_distance_over_steps_or_at_the_last_step():
@@ -67,7 +67,9 @@ def test_goal_cost_is_the_mean_squared_feature_distance_over_steps_or_at_the_las
     torch.testing.assert_close(GoalObjective(goal)(trajectory), torch.tensor([-5.0 / 3]))
     torch.testing.assert_close(GoalObjective(goal, steps="final")(trajectory), torch.tensor([-4.0]))
     # cosine: features (3, 4) against the goal (4, -3) are orthogonal, so the cost is 1
-    two = Rollout(PointModel(goal=None), torch.tensor([[[0.0, 0.0], [3.0, 4.0]]]), torch.zeros(1, 1, 2))
+    two = Rollout(
+        PointModel(goal=None), torch.zeros(1, 1, 2), features=torch.tensor([[[0.0, 0.0], [3.0, 4.0]]])
+    )
     cosine = GoalObjective(torch.tensor([[4.0, -3.0]]), distance="cosine", steps="final")
     torch.testing.assert_close(cosine(two), torch.tensor([-1.0]))
 
