@@ -303,3 +303,23 @@ def test_collected_carracing_episodes_hold_the_cropped_frames_and_record_their_r
         collect(
             "CarRacing-v3", 1, tmp_path / "whole", size=64, seed=0, max_steps=2, progress=False, crop=False
         )
+
+
+@pytest.mark.parametrize("spec", ["dmc:cartpole-swingup", "CartPole-v1"])
+def test_envs_pass_gymnasiums_checker_and_their_spec_recreates_them(spec):
+    import warnings
+
+    import gymnasium as gym
+    from gymnasium.utils.env_checker import check_env
+
+    env = envs.make(spec, size=16, action_repeat=2, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the checker's advice on wrapped envs; errors still raise
+        check_env(env, skip_render_check=True)
+    again = gym.make(env.spec)  # what Minari's DataCollector and gymnasium's tools do
+    first, _ = env.reset(seed=5)
+    second, _ = again.reset(seed=5)
+    assert np.array_equal(first, second)  # same task, size, wrappers and seed: the same frame
+    assert [w.name for w in env.spec.additional_wrappers][-1] == "SeedFirstReset"
+    env.close()
+    again.close()

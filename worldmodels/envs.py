@@ -37,7 +37,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from gymnasium.envs.registration import load_env_creator, parse_env_id
+from gymnasium.envs.registration import EnvSpec, load_env_creator, parse_env_id
 from gymnasium.wrappers import AddRenderObservation, RescaleAction, TransformObservation
 from PIL import Image
 
@@ -74,6 +74,7 @@ class DMCEnv(gym.Env):
         self._size = size
         self._camera_id = DMC_CAMERA.get(domain, 0)
         self.render_mode = "rgb_array"
+        self.metadata = {**self.metadata, "render_fps": round(1.0 / self._env.control_timestep())}
         quality = self._env.physics.model.vis.quality
         quality.shadowsize = 0  # no shadow map and no multisampling: small frames render ~5x faster
         quality.offsamples = 0
@@ -83,6 +84,12 @@ class DMCEnv(gym.Env):
         self.action_space = spaces.Box(low, high, dtype=np.float32)
         dim = sum(int(np.prod(s.shape)) for s in self._env.observation_spec().values())
         self.observation_space = spaces.Box(-np.inf, np.inf, (dim,), np.float64)
+        # a spec, so gymnasium.make(env.spec) recreates the env with its wrappers (Minari's DataCollector does)
+        self.spec = EnvSpec(
+            "worldmodels/DMC-v0",
+            entry_point="worldmodels.envs:DMCEnv",
+            kwargs={"domain": domain, "task": task, "size": size},
+        )
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -112,10 +119,11 @@ class DMCEnv(gym.Env):
         return np.concatenate([np.asarray(v, np.float64).ravel() for v in observation.values()])
 
 
-class ActionRepeat(gym.Wrapper):
+class ActionRepeat(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Repeat each action ``repeat`` times and sum the rewards; stop early when the episode ends."""
 
     def __init__(self, env: gym.Env, repeat: int) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, repeat=repeat)  # env.spec can recreate the wrapper
         super().__init__(env)
         self.repeat = repeat
 
@@ -129,10 +137,11 @@ class ActionRepeat(gym.Wrapper):
         return obs, total, terminated, truncated, info
 
 
-class SeedFirstReset(gym.Wrapper):
+class SeedFirstReset(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Seed the action space now and use ``seed`` for the first ``reset()`` that is given no seed."""
 
     def __init__(self, env: gym.Env, seed: int | None) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, seed=seed)
         super().__init__(env)
         self._seed = seed
         if seed is not None:
@@ -147,7 +156,7 @@ class SeedFirstReset(gym.Wrapper):
         return self.env.reset(seed=seed, options=options)
 
 
-class CarRacingActions(gym.ActionWrapper):
+class CarRacingActions(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
     """CarRacing driven from [-1, 1]^3 as World Models drives it (hardmaru/WorldModelsExperiments,
     carracing/model.py, ``Model.get_action``): steer = a[0], gas = (a[1] + 1) / 2, brake = clip(a[2], 0, 1).
 
@@ -155,6 +164,7 @@ class CarRacingActions(gym.ActionWrapper):
     brake at 0.5 there, and a zero-initialised controller would never move the car."""
 
     def __init__(self, env: gym.Env) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self)
         super().__init__(env)
         self.action_space = spaces.Box(-1.0, 1.0, (3,), np.float32)
 
