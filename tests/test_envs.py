@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -323,3 +324,16 @@ def test_envs_pass_gymnasiums_checker_and_their_spec_recreates_them(spec):
     assert [w.name for w in env.spec.additional_wrappers][-1] == "SeedFirstReset"
     env.close()
     again.close()
+
+
+def test_rendering_a_pygame_env_prints_no_display_noise():
+    import subprocess
+    import sys
+
+    code = "from worldmodels import envs; e = envs.make('CartPole-v1', size=16); e.reset(seed=0); e.step(0)"
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_RUNTIME_DIR", "SDL_VIDEODRIVER")}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "XDG_RUNTIME_DIR" not in result.stderr

@@ -44,6 +44,10 @@ from PIL import Image
 from worldmodels.errors import ConfigError, UnknownEnvError
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless; must be set before dm_control / mujoco render
+# gymnasium's classic-control and Box2D envs draw with pygame even for rgb_array frames; SDL's default video
+# driver looks for a display session and prints "error: XDG_RUNTIME_DIR is invalid ..." on a headless machine.
+# The dummy driver renders off-screen without that noise (we never open a window).
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 DMC_PREFIX = "dmc:"
 # PlaNet (Hafner et al. 2019), Appendix: action repeat per dm_control domain.
