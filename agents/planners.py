@@ -37,6 +37,7 @@ from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from agents.objectives import Objective, RewardObjective, Rollout, rollout
+from worldmodels.distributions import SAME_DRAWS
 from worldmodels.errors import ConfigError
 from worldmodels.interface import State, WorldModel
 
@@ -131,7 +132,7 @@ class _Planner:
         if risk != 0.0 and not trajectory_sampling:
             raise ConfigError(f"{name}(risk={risk}) needs trajectory_sampling=True (PETS particles)")
         self.objective = objective or RewardObjective(discount, value_fn, ensemble, ensemble_scale)
-        self._score = torch.compile(self.score, dynamic=False) if compile else self.score
+        self._score = torch.compile(self.score, dynamic=False, options=SAME_DRAWS) if compile else self.score
 
     @torch.no_grad()
     def __call__(

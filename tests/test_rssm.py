@@ -321,6 +321,9 @@ def test_action_free_training_on_video():
 
 @pytest.mark.slow
 def test_compiled_step_matches_eager():
+    """The compiled filter step draws the same latents as the eager one (SAME_DRAWS: Inductor's own random
+    generator drew others, a 1.2% loss difference on Intel, 0.55% on AMD EPYC), so the losses differ only by
+    the fused kernels' float rounding: the one-hot samples are equal and the loss agrees to 1e-4."""
     eager = tiny("dreamerv3-XS")
     compiled = tiny("dreamerv3-XS", compile=True)
     compiled.load_state_dict(eager.state_dict())
@@ -328,5 +331,7 @@ def test_compiled_step_matches_eager():
     results = []
     for model in (eager, compiled):
         torch.manual_seed(0)
-        results.append(model.loss(batch)[0].detach())
-    torch.testing.assert_close(results[0], results[1], rtol=1e-4, atol=1e-3)
+        total, _, post = model.loss(batch)
+        results.append((total.detach(), post["stoch"].detach().argmax(-1)))  # straight-through: argmax
+    assert torch.equal(results[0][1], results[1][1])  # the same categorical draws at every step
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-4, atol=1e-3)

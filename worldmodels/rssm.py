@@ -40,6 +40,7 @@ from encoders.mlp import LN_EPS, dense, init_weights, mlp
 from encoders.pixels import to_float, to_uint8
 from worldmodels.distributions import (
     BINS,
+    SAME_DRAWS,
     TwoHotSymlog,
     kl,
     kl_dyn_rep,
@@ -277,7 +278,7 @@ class RSSM(L.LightningModule):
         if twohot:  # DreamerV3 code: reward output layer initialized to zeros (reward_head outscale 0)
             nn.init.zeros_(self.reward_head[-1].weight)
             nn.init.zeros_(self.reward_head[-1].bias)
-        self._step_fn = torch.compile(self._step) if compile else self._step
+        self._step_fn = torch.compile(self._step, options=SAME_DRAWS) if compile else self._step
 
     # --- the shared interface ---------------------------------------------------------------------------
 
