@@ -1,11 +1,20 @@
-"""`worldmodels eval`: run any trained agent (controller, PlaNet, Dreamer) in its environment.
+"""`worldmodels eval`: run any trained agent (controller, PlaNet, Dreamer), or a planner inside any world model,
+in its environment.
 
     worldmodels eval --ckpt CKPT --env SPEC --episodes N [--video out.mp4]
+    worldmodels eval --ckpt FIT.ckpt --env SPEC --planner cem --objective goal:IMAGE.png
+    worldmodels eval --ckpt FIT.ckpt --objective goal:STORE --goal_offset 10 --episodes 30   (agents/goals.py)
 
 An agent checkpoint names its class (``checkpoint["model_class"]``); the class either is a LightningModule
-(``load_from_checkpoint``) or has a ``load(path)`` classmethod. Agents act through
+(``load_from_checkpoint``) or has a ``load(path)`` classmethod. A world-model checkpoint of ``worldmodels fit``
+(RSSM, MDN-RNN) becomes a planning agent around the frozen model (``load_eval_agent``). Agents act through
 
     agent.act(obs (N, H, W, 3) uint8, is_first (N,) bool, state, explore: bool) -> (action (N, A), state)
+
+A world model fitted on data without rewards (a store collected with ``--no_rewards``, videos without reward
+sidecars) learned a reward head that predicts zeros: planning for ``reward`` with it is planning at random, so
+``check_reward_objective`` refuses that (one line naming the data) rather than report random actions as a
+planner's result.
 """
 
 from __future__ import annotations
@@ -21,14 +30,15 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from worldmodels import envs
-from worldmodels.checkpoints import import_class, read_model_class
+from worldmodels.checkpoints import WORLD_MODEL_CLASSES, import_class, read_model_class
 from worldmodels.dreaming import add_gif, write_video
-from worldmodels.errors import CheckpointError
+from worldmodels.errors import CheckpointError, ConfigError
 
 AGENT_CLASSES = (
     "agents.controller.ControllerAgent",
     "agents.planet.PlaNetAgent",
     "agents.dreamer.DreamerAgent",
+    "agents.distill.DistilledPolicy",
 )
 
 
@@ -37,8 +47,8 @@ def load_agent(path: str | Path, device: str = "cpu") -> Any:
     name = read_model_class(path)
     if name not in AGENT_CLASSES:
         raise CheckpointError(
-            f"{path}: not an agent checkpoint (class {name!r}); `worldmodels eval` takes a checkpoint written by "
-            "`worldmodels agent controller|planet|dreamer` (world-model checkpoints go to `worldmodels dream`)"
+            f"{path}: not an agent checkpoint (class {name!r}); give a checkpoint written by `worldmodels agent "
+            "controller|planet|dreamer` (world-model checkpoints of `worldmodels fit`: load_eval_agent)"
         )
     cls = import_class(name)
     if hasattr(cls, "load_from_checkpoint"):
@@ -48,13 +58,96 @@ def load_agent(path: str | Path, device: str = "cpu") -> Any:
     return agent.eval() if hasattr(agent, "eval") else agent
 
 
-def check_compatible(agent: Any, env: Any) -> None:
-    """An agent trained with another action space or image size cannot act in ``env``."""
+def load_eval_agent(
+    path: str | Path,
+    planner: str | None = None,
+    planner_options: dict[str, Any] | None = None,
+    device: str = "cpu",
+) -> Any:
+    """What `worldmodels eval --ckpt` runs: an agent checkpoint as ``load_agent`` loads it, or, for a world-model
+    checkpoint of ``worldmodels fit`` (RSSM, MDN-RNN), a ``PlaNetAgent`` planning inside the frozen model with
+    ``planner`` (default "cem") and ``planner_options`` (default: the planner's own, agents/planners.py). The
+    planner options apply to world models only: an agent acts as it was trained."""
+    if read_model_class(path) in WORLD_MODEL_CLASSES:
+        from agents.planet import PlaNetAgent
+
+        agent = PlaNetAgent(
+            world_model={"ckpt": str(path)},
+            train_world_model=False,
+            planner=planner or "cem",
+            planner_options=planner_options,
+        )
+        return agent.to(device).eval()
+    if planner is not None or planner_options:
+        raise ConfigError(
+            f"{path}: --planner and --planner_options build a planner around a world-model checkpoint of "
+            "`worldmodels fit`; an agent checkpoint acts as it was trained: drop them"
+        )
+    return load_agent(path, device)
+
+
+def fit_data(path: str | Path) -> list[Path]:
+    """The data a ``worldmodels fit`` checkpoint was trained on: ``data.path`` of the run's ``config.yaml``
+    (LightningCLI writes it to the run folder, ``<run>/checkpoints/<name>.ckpt``), the paths that exist from
+    here; empty when the run's config is not beside the checkpoint."""
+    import yaml
+
+    folder = Path(path).resolve().parent
+    config = folder.parent / "config.yaml"
+    if folder.name != "checkpoints" or not config.is_file():
+        return []
+    try:
+        data = (yaml.safe_load(config.read_text()) or {}).get("data") or {}
+    except yaml.YAMLError:
+        return []
+    paths = data.get("path") if isinstance(data, dict) else None
+    paths = [paths] if isinstance(paths, str) else paths or []
+    return [Path(p) for p in paths if isinstance(p, str) and Path(p).exists()]
+
+
+def has_rewards(path: Path) -> bool:
+    """Whether the data at ``path`` holds rewards: a store unless marked ``"rewards": false`` in its
+    metadata.json (``worldmodels collect --no_rewards``); a video folder when its sidecars hold ``reward``
+    arrays. Other data (HDF5, Minari, LeRobot datasets) is not looked into: True."""
+    import json
+
+    from worldmodels.store import METADATA, is_episode_store
+    from worldmodels.videos import is_video_folder
+
+    if is_episode_store(path):
+        meta = path / METADATA
+        return not meta.exists() or json.loads(meta.read_text()).get("rewards", True) is not False
+    if not is_video_folder(path):
+        return True
+    sidecar = next(iter(sorted(path.rglob("*.npz"))), None)
+    if sidecar is None:
+        return False
+    with np.load(sidecar) as labels:
+        return "reward" in labels.files
+
+
+def check_reward_objective(path: str | Path, objective: str) -> None:
+    """Refuse ``objective`` "reward" for a world-model checkpoint fitted on data without rewards (module
+    docstring); other objectives, agent checkpoints and runs whose data is not found pass."""
+    if objective != "reward" or read_model_class(path) not in WORLD_MODEL_CLASSES:
+        return
+    for data in fit_data(path):
+        if not has_rewards(data):
+            raise ConfigError(
+                f"{path} was fitted on {data}, which holds no rewards (a --no_rewards store or videos without "
+                "reward sidecars): its reward head predicts zeros and --objective reward would plan at random; "
+                "plan for goal:IMAGE, goal:STORE@EPISODE:FRAME, goal:STORE or module:function"
+            )
+
+
+def check_compatible(agent: Any, env: Any, source: str | Path | None = None) -> None:
+    """An agent trained with another action space or image size cannot act in ``env``; ``source`` (its
+    checkpoint) is named in the error."""
     dim, discrete = envs.action_dim(env.action_space), envs.is_discrete(env.action_space)
     size = env.observation_space.shape[0]
     if (agent.action_dim, agent.discrete) != (dim, discrete) or agent.image_size != size:
         raise CheckpointError(
-            f"agent expects {agent.action_dim}-dim {'discrete' if agent.discrete else 'continuous'} actions and "
+            f"{f'{source}: ' if source else ''}agent expects {agent.action_dim}-dim {'discrete' if agent.discrete else 'continuous'} actions and "
             f"{agent.image_size}px images; env has {dim}-dim {'discrete' if discrete else 'continuous'} actions and "
             f"{size}px images: evaluate on the env it was trained on (with --size {agent.image_size})"
         )
@@ -70,13 +163,14 @@ def evaluate(
     seed: int = 0,
     explore: bool = False,
     progress: bool = False,
+    source: str | Path | None = None,
 ) -> tuple[list[float], list[np.ndarray]]:
     """Play ``episodes`` episodes; returns their returns and their frames (T, H, W, 3) uint8. ``progress``
-    shows a bar over the episodes with the last return."""
+    shows a bar over the episodes with the last return; ``source`` (the checkpoint) is named in errors."""
     from tqdm import tqdm
 
     env = envs.make(spec, size=size or agent.image_size, action_repeat=action_repeat, seed=seed)
-    check_compatible(agent, env)
+    check_compatible(agent, env, source)
     discrete = envs.is_discrete(env.action_space)
     returns, videos = [], []
     bar = tqdm(range(episodes), desc=f"eval {spec}", unit="ep", disable=not progress)

@@ -379,9 +379,7 @@ class GradientPlanner(_Planner):
     (decoded images are not: plan those with CEM or MPPI)."""
 
     candidates = 16  # restarts per environment (our choice: 16 restarts x 50 steps = 800 rollouts per plan)
-    iterations = (
-        50  # Adam steps (our choice, measured on tests/test_planners.py's point model, docs/planning.md)
-    )
+    iterations = 50  # Adam steps (our choice; ms per plan at PlaNet size: docs/benchmarks.md section 4)
     lr = 0.1  # Adam step size in action units (actions live in [-1, 1])
     init_std = 0.5  # restarts spread around the initial mean
 
@@ -456,9 +454,7 @@ class HybridPlanner(GradientPlanner):
     Defaults split CEM's budget: half of PlaNet's 10 iterations sample, 10 gradient steps refine 8 restarts."""
 
     candidates = 1000  # PlaNet App. A: J = 1000 candidate sequences per proposal iteration
-    iterations = (
-        5  # half of PlaNet's I = 10; the gradient steps spend the rest (our choice, docs/planning.md)
-    )
+    iterations = 5  # half of PlaNet's I = 10; the gradient steps spend the rest (our choice)
     restarts = 8
     refine_steps = 10
     init_std = 0.1

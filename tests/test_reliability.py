@@ -239,8 +239,8 @@ def test_cli_user_errors_are_one_line_with_status_2(tmp_path, checkpoints):
     one_line_error(
         run_cli("eval", "--ckpt", str(checkpoints["rssm"]), "--env", "Pendulum-v1"),
         "rssm.ckpt",
-        "not an agent checkpoint",
-        "worldmodels dream",
+        "2-dim continuous actions",
+        "1-dim continuous actions",
     )
 
 

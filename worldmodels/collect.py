@@ -8,7 +8,13 @@ onto the grass, the frames a controller later meets.
 
 Frames go through ``worldmodels.envs.make`` as everywhere else (CarRacing: the World Models playfield crop
 unless ``crop=False``); the store's metadata records the rows kept (``crop_rows``, null for whole frames), and
-adding episodes with other rows to a store is an error."""
+adding episodes with other rows to a store is an error.
+
+Every episode file records the seed its environment was reset with (``seed``, worldmodels/store.py), so the
+episode can be replayed: reset with that seed, then step its recorded actions (agents/goals.py puts an env in a
+stored start state this way). ``rewards=False`` (``worldmodels collect --no_rewards``) stores zeros as rewards
+and marks the store ``"rewards": false`` in metadata.json and its provenance: a reward-free store, as video
+would be, for world models that are planned with goals instead of rewards."""
 
 from __future__ import annotations
 
@@ -61,7 +67,8 @@ def run_episode(
 ) -> Episode:
     """Play one episode. ``policy(obs) -> action``; None samples the action space (seeded by ``seed``).
 
-    Returns the store layout: step 0 is the reset image with a zero (continuous) or -1 (discrete) action."""
+    Returns the store layout: step 0 is the reset image with a zero (continuous) or -1 (discrete) action;
+    with a ``seed``, also ``seed`` (int64 scalar), the seed of the reset."""
     discrete = envs.is_discrete(env.action_space)
     if seed is not None:
         env.action_space.seed(seed)
@@ -81,7 +88,7 @@ def run_episode(
     flags = np.zeros(length, bool)
     is_first, is_last, is_terminal = flags.copy(), flags.copy(), flags.copy()
     is_first[0], is_last[-1], is_terminal[-1] = True, True, terminated
-    return dict(
+    episode = dict(
         image=np.stack(images).astype(np.uint8),
         action=np.array(actions, np.int64) if discrete else np.stack(actions).astype(np.float32),
         reward=np.array(rewards, np.float32),
@@ -89,6 +96,14 @@ def run_episode(
         is_last=is_last,
         is_terminal=is_terminal,
     )
+    if seed is not None:
+        episode["seed"] = np.array(seed, np.int64)
+    return episode
+
+
+def drop_rewards(episode: Episode) -> Episode:
+    """The episode with zeros as rewards (a reward-free store: ``collect(..., rewards=False)``)."""
+    return {**episode, "reward": np.zeros_like(episode["reward"])}
 
 
 _worker_env: gym.Env | None = None
@@ -103,17 +118,32 @@ def _init_worker(
     max_steps: int | None,
     policy: str,
     crop: bool | None = None,
+    rewards: bool = True,
 ) -> None:
     global _worker_env, _worker_args
     _worker_env = envs.make(spec, size=size, action_repeat=action_repeat, crop=crop)
-    _worker_args = dict(out=out, max_steps=max_steps, policy=policy)
+    _worker_args = dict(out=out, max_steps=max_steps, policy=policy, rewards=rewards)
 
 
 def _collect_one(seed: int) -> tuple[int, float]:
     policy = random_policy(_worker_args["policy"], _worker_env.action_space, seed)
     episode = run_episode(_worker_env, policy, seed=seed, max_steps=_worker_args["max_steps"])
-    write_episode(_worker_args["out"], episode)
-    return len(episode["reward"]), float(episode["reward"].sum())
+    ret = float(episode["reward"].sum())
+    write_episode(_worker_args["out"], episode if _worker_args["rewards"] else drop_rewards(episode))
+    return len(episode["reward"]), ret
+
+
+def _check_rewards(out: Path, rewards: bool) -> None:
+    """A store holds rewards for all its episodes or for none (``"rewards"`` in metadata.json; stores from
+    before the key hold rewards)."""
+    path = out / METADATA
+    if not path.exists() or not any(out.glob("*.npz")):
+        return
+    stored = json.loads(path.read_text()).get("rewards", True)
+    if stored != rewards:
+        kind = "with rewards" if stored else "without rewards (--no_rewards)"
+        fix = "drop --no_rewards" if stored else "add --no_rewards"
+        raise ConfigError(f"{path}: the store was collected {kind}; {fix} or collect into a new --out")
 
 
 def _check_crop_rows(out: Path, spec: str, rows: int | None) -> None:
@@ -148,8 +178,10 @@ def collect(
     progress: bool = True,
     policy: str = "uniform",
     crop: bool | None = None,
+    rewards: bool = True,
 ) -> list[float]:
-    """Add ``episodes`` random-policy episodes of ``spec`` to the store at ``out``; returns their returns.
+    """Add ``episodes`` random-policy episodes of ``spec`` to the store at ``out``; returns their returns (the
+    env's, also when ``rewards=False`` stores zeros instead: module docstring).
 
     ``policy`` is ``uniform`` or ``brownian`` (see the module docstring). ``crop`` (None: ``envs.CROP``) cuts
     frames to the env's playfield rows (``envs.PLAYFIELD_ROWS``, CarRacing's World Models crop).
@@ -158,6 +190,7 @@ def collect(
     action_repeat = action_repeat or envs.default_action_repeat(spec)
     rows = envs.crop_rows(spec, crop)
     _check_crop_rows(Path(out), spec, rows)
+    _check_rewards(Path(out), rewards)
     env = envs.make(spec, size=size, action_repeat=action_repeat, crop=crop)
     try:
         random_policy(
@@ -172,6 +205,7 @@ def collect(
         image_shape=[size, size, 3],
         action_repeat=action_repeat,
         crop_rows=rows,
+        rewards=rewards,
         observation_space=envs.space_to_json(env.observation_space),
         action_space=envs.space_to_json(env.action_space),
     )
@@ -187,6 +221,7 @@ def collect(
             seeds=[seeds[0], seeds[-1]] if seeds else [],
             episodes=episodes,
             max_steps=max_steps,
+            rewards=rewards,
         )
     )
     returns: list[float] = []
@@ -196,14 +231,14 @@ def collect(
             episode = run_episode(
                 env, random_policy(policy, env.action_space, s), seed=s, max_steps=max_steps
             )
-            store.add(episode)
             returns.append(float(episode["reward"].sum()))
+            store.add(episode if rewards else drop_rewards(episode))
             bar.update()
             bar.set_postfix(ret=f"{returns[-1]:.1f}", steps=len(episode["reward"]))
     else:
         env.close()
         # Rendering processes must start workers with spawn: fork hangs once MuJoCo/EGL is initialised.
-        init = (spec, size, action_repeat, str(out), max_steps, policy, crop)
+        init = (spec, size, action_repeat, str(out), max_steps, policy, crop, rewards)
         with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=init) as pool:
             for steps, ret in pool.imap_unordered(_collect_one, seeds):
                 returns.append(ret)

@@ -8,6 +8,9 @@ Each episode file holds (``T`` steps, convention in ``worldmodels/__init__.py``)
                  int64   (T,)     discrete, -1 at the first step (no action led to it)
     reward       float32 (T,)
     is_first, is_last, is_terminal   bool (T,)
+    seed         int64 ()         optional: the seed the environment was reset with (``worldmodels collect``
+                                  records it, so the episode can be replayed: agents/goals.py); readers that
+                                  do not need it ignore it, and stores without it load as before
 
 Layout on disk::
 
@@ -64,6 +67,7 @@ from worldmodels.errors import CorruptEpisodeError, StoreError
 METADATA = "metadata.json"
 UNFINISHED = "unfinished"  # the subdirectory holding the chunks of episodes still being collected
 KEYS = ("image", "action", "reward", "is_first", "is_last", "is_terminal")
+OPTIONAL_KEYS = ("seed",)  # per-episode scalars, written when present (module docstring)
 FLAGS = ("is_first", "is_last", "is_terminal")
 Episode = dict[str, np.ndarray]
 
@@ -114,6 +118,10 @@ def validate_episode(
             raise fail(f"{key} must be bool, got {episode[key].dtype}")
     if first and not episode["is_first"][0]:
         raise fail("is_first[0] must be True")
+    if "seed" in episode:
+        seed = np.asarray(episode["seed"])
+        if seed.ndim != 0 or not np.issubdtype(seed.dtype, np.integer):
+            raise fail(f"seed must be an integer scalar, got {seed.dtype} {seed.shape}")
     return length
 
 
@@ -159,7 +167,7 @@ def write_episode(
     fd, tmp = tempfile.mkstemp(prefix=".", suffix=".npz.tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **{k: episode[k] for k in KEYS})
+            np.savez_compressed(f, **{k: episode[k] for k in (*KEYS, *OPTIONAL_KEYS) if k in episode})
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
