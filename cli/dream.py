@@ -49,7 +49,13 @@ def run_dream(args: argparse.Namespace) -> dict[str, Path]:
     else:
         model = load_model(args.ckpt, expect=WORLD_MODEL_CLASSES)
     length = args.context + args.horizon
-    data = SequenceDataModule(args.data, batch_size=args.sequences, length=length, size=model.image_size)
+    data = SequenceDataModule(
+        args.data,
+        batch_size=args.sequences,
+        length=length,
+        size=model.image_size,
+        camera=getattr(args, "camera", None),
+    )
     batch = data.sample_batch(seed=args.seed, contiguous=True)
     mode = args.actions if args.actions in ("recorded", "random") else "recorded"
     if mode == "recorded" and args.actions != "recorded":

@@ -30,6 +30,11 @@ class SidecarError(VideoError):
     """A `<stem>.npz` sidecar whose arrays are missing or whose length differs from the video."""
 
 
+class FormatError(WorldModelsError):
+    """A dataset of another toolkit (HDF5, Minari, LeRobot) whose layout is not understood: names the file and
+    the field (worldmodels/formats.py, docs/datasets.md)."""
+
+
 class CheckpointError(WorldModelsError):
     """A checkpoint of another model type, or one used with data of another shape."""
 
