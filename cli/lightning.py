@@ -33,6 +33,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from agents.evaluate import EvalLoop
 from agents.online import EnvLoop, OnlineDataModule
+from worldmodels import notices
 from worldmodels.checkpoints import checkpoint_spec
 from worldmodels.data import SequenceDataModule
 from worldmodels.dreaming import DreamVideoCallback
@@ -66,6 +67,9 @@ class _DropChatter(logging.Filter):
 
 for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed"):
     logging.getLogger(_name).addFilter(_DropChatter())
+
+
+NOTICES = "worldmodels.log"  # <run>/worldmodels.log: the files a run's data skipped, and why (worldmodels/notices.py)
 
 
 def say_resume(ckpt_path: str | None, root: Path) -> None:
@@ -154,7 +158,9 @@ class WorldModelCLI(LightningCLI):
         return self.config[self.subcommand] if self.subcommand else self.config
 
     def before_fit(self) -> None:
-        say_resume(self.options().get("ckpt_path"), Path(self.trainer.default_root_dir))
+        root = Path(self.trainer.default_root_dir)
+        notices.to_file(root / NOTICES)  # files the data skipped, also in the run's folder
+        say_resume(self.options().get("ckpt_path"), root)
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> L.Trainer:
         root = Path(config.get("default_root_dir") or "runs/fit")
@@ -312,6 +318,7 @@ def agent_cli(agent_class: type[L.LightningModule], argv: list[str], prog: str, 
         auto_configure_optimizers=False,
     )
     root = Path(cli.trainer.default_root_dir)
+    notices.to_file(root / NOTICES)  # files the replay skipped, also in the run's folder
     say_resume(cli.config.ckpt_path, root)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
     dm = cli.datamodule

@@ -651,6 +651,9 @@ def underscore_flags(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from worldmodels import notices
+
+    notices.to_stderr()  # skipped files are told whatever PYTHONWARNINGS says (worldmodels/notices.py)
     argv = underscore_flags(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] == "fit":

@@ -278,6 +278,33 @@ def test_nan_rewards_in_a_dataset_are_never_used(tmp_path):
     assert "nan.npz: reward contains NaN" in result.stderr and "bad.npz" in result.stderr
 
 
+def test_skipped_files_are_told_even_when_python_warnings_are_ignored(tmp_path, monkeypatch):
+    """``PYTHONWARNINGS=ignore`` (common in scripts) silences ``warnings``; what the readers skipped is told on
+    the worldmodels logger instead: on stderr in every command, and in the run's worldmodels.log for fit."""
+    monkeypatch.setenv("PYTHONWARNINGS", "ignore")
+    good, other, bad = moving_squares(episodes=3, length=10, size=16)
+    store = tmp_path / "store"
+    store.mkdir()
+    write_episode(store, good)
+    write_episode(store, other)
+    bad["reward"][3] = np.nan
+    np.savez(store / "nan.npz", **bad)
+    (store / "empty.npz").write_bytes(b"")
+    result = run_cli("info", str(store))
+    assert result.returncode == 0 and "episodes: 2" in result.stdout
+    assert "nan.npz: reward contains NaN" in result.stderr and "empty.npz" in result.stderr
+    run = tmp_path / "run"
+    args = ["--data.path", str(store), "--data.length", "8", "--data.batch_size", "2"]
+    result = run_cli(
+        "fit", "-c", "configs/tiny_rssm.yaml", *args, "--trainer.max_steps", "2",
+        "--trainer.default_root_dir", str(run),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "worldmodels: warning: skipping corrupt episode" in result.stderr and "nan.npz" in result.stderr
+    log = (run / "worldmodels.log").read_text()
+    assert "nan.npz: reward contains NaN" in log and "empty.npz" in log
+
+
 def test_broken_videos_are_named_or_skipped(tmp_path):
     import imageio.v3 as iio
 

@@ -54,7 +54,6 @@ import sys
 import tempfile
 import time
 import uuid
-import warnings
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -62,6 +61,7 @@ from typing import Any
 
 import numpy as np
 
+from worldmodels import notices
 from worldmodels.errors import CorruptEpisodeError, StoreError
 
 METADATA = "metadata.json"
@@ -322,7 +322,7 @@ class EpisodeStore:
     def _skip(self, error: CorruptEpisodeError, name: str) -> None:
         if self.on_corrupt == "raise":
             raise error
-        warnings.warn(f"skipping corrupt episode {error}", stacklevel=3)
+        notices.skipped(f"skipping corrupt episode {error}")
         self._bad.add(name)
 
     # -- scanning ---------------------------------------------------------------------------------------
