@@ -58,16 +58,22 @@ def _norm_act(style: str, channels: int) -> list[nn.Module]:
 
 
 class ConvEncoder(nn.Module):
-    """images (N, 3, H, W) float in [-0.5, 0.5] -> embedding (N, out_dim)."""
+    """images (N, C, H, W) float in [-0.5, 0.5] -> embedding (N, out_dim); C = ``in_channels``, 3 for one RGB
+    frame (several frames stacked on the channels: e.g. 9 for three, as the inverse model reads them)."""
 
     def __init__(
-        self, image_size: int = 64, depth: int = 32, style: Style = "dreamerv3", channels_last: bool = False
+        self,
+        image_size: int = 64,
+        depth: int = 32,
+        style: Style = "dreamerv3",
+        channels_last: bool = False,
+        in_channels: int = 3,
     ) -> None:
         super().__init__()
         _check_style(style)
         stages = num_stages(image_size)
         paper = style != "dreamerv3" and image_size == PAPER_SIZE
-        layers, prev, side = [], 3, image_size
+        layers, prev, side = [], in_channels, image_size
         for i in range(stages):
             ch = depth * 2**i
             conv = nn.Conv2d(prev, ch, 4, stride=2, padding=0 if paper else 1, bias=style != "dreamerv3")
@@ -80,7 +86,7 @@ class ConvEncoder(nn.Module):
             self.to(memory_format=torch.channels_last)
 
     def forward(self, images: Tensor) -> Tensor:
-        """images (N, 3, H, W) -> (N, out_dim)."""
+        """images (N, C, H, W) -> (N, out_dim)."""
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return rearrange(self.convs(images), "n c h w -> n (c h w)")

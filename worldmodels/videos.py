@@ -27,8 +27,18 @@ frame ``t``):
                  such an array, each row one-hot or all zero, is rejected as a likely one-hot encoding of
                  discrete actions (store those as int (T,) indices instead)
 
-Either every item has a sidecar with the same keys or none has one. Without sidecars actions are ``(T, 0)``
-and rewards zeros. Discrete actions are served one-hot.
+Actions inferred by an inverse-dynamics model (``worldmodels label``, worldmodels/inverse.py) say so, so that
+they are never taken for recorded ones (``INFERRED_KEYS``):
+
+    inferred          bool scalar: True, the actions were inferred from the frames, not recorded
+    inferred_model    str scalar: the checkpoint that inferred them
+    inferred_n        int scalar: its step gap n (it read frames t - 1 and t - 1 + n for action[t])
+    inferred_history  int scalar: the frames before frame t - 1 it read too
+
+Either every item has a sidecar with the same arrays (action, reward) or none has one; the scalars above may
+differ between items (a folder can mix recorded and inferred actions: ``VideoFolder.inferred`` counts the
+items whose actions are inferred). Without sidecars actions are ``(T, 0)`` and rewards zeros. Discrete actions
+are served one-hot.
 
 Memory stays bounded: the scan decodes each item once to count and validate its frames (so a broken file
 fails at construction, not mid-training) without keeping frames, and ``read`` decodes only the frames of
@@ -60,7 +70,9 @@ from worldmodels.errors import SidecarError, VideoError
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".avi", ".mov", ".gif")
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
-SIDECAR_KEYS = ("action", "reward", "num_actions", "continuous")
+INFERRED_KEYS = ("inferred", "inferred_model", "inferred_n", "inferred_history")  # module docstring
+SIDECAR_KEYS = ("action", "reward", "num_actions", "continuous", *INFERRED_KEYS)
+SIDECAR_SCALARS = ("num_actions", "continuous", *INFERRED_KEYS)  # about the arrays; may differ between items
 EPISODE_STORE_METADATA = "metadata.json"  # worldmodels/store.py
 
 
@@ -268,6 +280,7 @@ def load_sidecar(path: Path, item: Path, frames: int) -> dict[str, np.ndarray]:
             raise SidecarError(f"{path}: 'num_actions' must be an int scalar next to int (T,) actions")
         if int(n) <= action.max(initial=-1):
             raise SidecarError(f"{path}: num_actions={int(n)} but an action is {int(action.max())}")
+    _check_inferred(path, data)
     reward = data.get("reward")
     if reward is not None and (reward.ndim != 1 or reward.dtype.kind not in "fiu"):
         raise SidecarError(f"{path}: 'reward' is {reward.dtype} {reward.shape}; expected float (T,)")
@@ -282,6 +295,49 @@ def load_sidecar(path: Path, item: Path, frames: int) -> dict[str, np.ndarray]:
         if not np.isfinite(data[key]).all():
             raise SidecarError(f"{path}: '{key}' holds NaN or inf; sidecar values must be finite")
     return data
+
+
+def _check_inferred(path: Path, data: dict[str, np.ndarray]) -> None:
+    """The INFERRED_KEYS of a sidecar: scalars of their types, and ``inferred`` only next to actions."""
+    kinds = {"inferred": "b", "inferred_model": "U", "inferred_n": "iu", "inferred_history": "iu"}
+    for key, kind in kinds.items():
+        if key in data and (data[key].ndim != 0 or data[key].dtype.kind not in kind):
+            raise SidecarError(
+                f"{path}: '{key}' is {data[key].dtype} {data[key].shape}; expected a scalar of kind {kind!r} "
+                "(worldmodels label writes it: relabel with `worldmodels label --overwrite`)"
+            )
+    if bool(data.get("inferred", False)) and "action" not in data:
+        raise SidecarError(f"{path}: says inferred=True but holds no 'action'; relabel it or remove it")
+    if int(data.get("inferred_n", 1)) < 1 or int(data.get("inferred_history", 0)) < 0:
+        raise SidecarError(f"{path}: inferred_n must be >= 1 and inferred_history >= 0; relabel it")
+
+
+def is_inferred(sidecar: dict[str, np.ndarray]) -> bool:
+    """Whether the arrays of a sidecar (``load_sidecar``) hold actions inferred by a model, not recorded."""
+    return bool(sidecar.get("inferred", False))
+
+
+def decode_frames(
+    item: Path, size: int, start: int = 0, stop: int | None = None, names: list[str] | None = None
+) -> np.ndarray:
+    """Frames start..stop-1 (all to the end when ``stop`` is None) of a video file or frame folder, squared
+    and resized as every frame is (module docstring) -> (L, size, size, 3) uint8. ``names``: a frame folder's
+    frame files in order (default: listed now). Raises VideoError."""
+    item = Path(item)
+    if item.is_dir():
+        if names is None:
+            names = sorted(
+                (n for n in _visible(os.listdir(item)) if _suffix(n) in FRAME_SUFFIXES), key=natural_key
+            )
+        frames: Iterator[Image.Image] = (load_frame(item / name) for name in names[start:stop])
+    elif _suffix(item.name) == ".gif":
+        frames = _decode_gif(item, start, 2**62 if stop is None else stop)
+    else:
+        frames = _decode_video(item, start, 2**62 if stop is None else stop)
+    images = [square(frame, size) for frame in frames]
+    if not images:
+        return np.zeros((0, size, size, 3), np.uint8)
+    return np.stack(images)
 
 
 # --- the dataset --------------------------------------------------------------------------------------
@@ -320,6 +376,8 @@ class VideoFolder:
         self._scans: dict[Path, tuple[tuple, int | VideoError]] = {}  # item -> (signature, count or error)
         self._sidecars: dict[Path, tuple[tuple, dict[str, np.ndarray]]] = {}  # path -> (signature, arrays)
         self._labels: frozenset[str] = frozenset()  # the sidecar arrays every item has
+        self.inferred = 0  # items whose actions a model inferred (sidecar inferred=True), not recorded
+        self.inferred_models: list[str] = []  # the checkpoints that inferred them
         if not self.root.is_dir():
             raise VideoError(f"{self.root}: not a directory; give the folder that holds the videos")
         self.refresh()
@@ -385,7 +443,9 @@ class VideoFolder:
         self._sidecars = {p: self._sidecars[p] for p in paths if p in self._sidecars}  # forget removed ones
         if not keep:
             return keep
-        labels = [frozenset(d) - {"num_actions"} for d in sidecars]
+        labels = [frozenset(d) - set(SIDECAR_SCALARS) for d in sidecars]
+        self.inferred = sum(is_inferred(d) for d in sidecars)
+        self.inferred_models = sorted({str(d["inferred_model"]) for d in sidecars if "inferred_model" in d})
         if any(lab != labels[0] for lab in labels):
             j = next(j for j, lab in enumerate(labels) if lab != labels[0])
             raise SidecarError(
@@ -461,19 +521,12 @@ class VideoFolder:
             return self._decoded[key][start:stop].copy()
         whole = total * self.size * self.size * 3 <= self.cache_bytes
         first, last = (0, total) if whole else (start, stop)
-        if item in self._frames:
-            frames = (load_frame(item / name) for name in self._frames[item][first:last])
-        elif _suffix(item.name) == ".gif":
-            frames = _decode_gif(item, first, last)
-        else:
-            frames = _decode_video(item, first, last)
-        images = [square(frame, self.size) for frame in frames]
-        if len(images) != last - first:
+        frames = decode_frames(item, self.size, first, last, self._frames.get(item))
+        if len(frames) != last - first:
             raise VideoError(
-                f"{item}: gave {len(images)} frames where {last - first} were expected; it changed on disk since "
+                f"{item}: gave {len(frames)} frames where {last - first} were expected; it changed on disk since "
                 "the scan: call refresh()"
             )
-        frames = np.stack(images)
         if whole:
             self._decoded[key] = frames
             while sum(v.nbytes for v in self._decoded.values()) > self.cache_bytes:
