@@ -303,6 +303,16 @@ def test_skipped_files_are_told_even_when_python_warnings_are_ignored(tmp_path, 
     assert "worldmodels: warning: skipping corrupt episode" in result.stderr and "nan.npz" in result.stderr
     log = (run / "worldmodels.log").read_text()
     assert "nan.npz: reward contains NaN" in log and "empty.npz" in log
+    import imageio.v3 as iio
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    frames = np.random.default_rng(0).integers(0, 255, (8, 32, 32, 3), dtype=np.uint8)
+    iio.imwrite(videos / "good.mp4", frames, fps=10, macro_block_size=1)
+    data = (videos / "good.mp4").read_bytes()
+    (videos / "cut.mp4").write_bytes(data[: len(data) // 2])  # a truncated video
+    result = run_cli("info", str(videos))
+    assert result.returncode == 0 and "videos: 1" in result.stdout and "cut.mp4" in result.stderr
 
 
 def test_broken_videos_are_named_or_skipped(tmp_path):

@@ -55,7 +55,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import warnings
 import zipfile
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -66,6 +65,7 @@ import imageio_ffmpeg
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from worldmodels import notices
 from worldmodels.errors import SidecarError, VideoError
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".avi", ".mov", ".gif")
@@ -416,7 +416,7 @@ class VideoFolder:
     def _skip(self, error: VideoError) -> None:
         if self.on_error == "raise":
             raise error
-        warnings.warn(f"skipping {error}", stacklevel=3)
+        notices.skipped(f"skipping {error}")
 
     def _sidecar(self, item: Path, frames: int) -> dict[str, np.ndarray]:
         """The checked sidecar arrays of ``item`` ({} without a sidecar), kept while the file is unchanged."""
@@ -497,7 +497,9 @@ class VideoFolder:
         keep = self._check_sidecars(items, lengths)
         items, lengths = [items[i] for i in keep], [lengths[i] for i in keep]
         if not items and found:
-            raise VideoError(f"{self.root}: none of its {len(found)} videos is readable (see the warnings)")
+            raise VideoError(
+                f"{self.root}: none of its {len(found)} videos is readable (see the skipped files above)"
+            )
         if not items:
             raise VideoError(
                 f"{self.root}: no video files ({' '.join(VIDEO_SUFFIXES)}) and no frame folders "
