@@ -33,6 +33,36 @@ def square_store(path: Path, episodes: int, seed: int = 0) -> EpisodeStore:
     return EpisodeStore(path)
 
 
+def steered_square_store(path: Path, episodes: int, seed: int = 0) -> EpisodeStore:
+    """A continuous task with known dynamics: action a in [-1, 1]^2 moves a 3x3 square by 3 a pixels (its
+    position is kept exactly and drawn rounded to whole pixels; it stops at the walls); zeros at the first step."""
+    rng = np.random.default_rng(seed)
+    store = EpisodeStore(path, create=True, metadata={"env": "steered_square"})
+    for _ in range(episodes):
+        pos = rng.uniform(0, SIZE - 3, 2)
+        image = np.zeros((LENGTH, SIZE, SIZE, 3), np.uint8)
+        action = rng.uniform(-1, 1, (LENGTH, 2)).astype(np.float32)
+        action[0] = 0
+        for t in range(LENGTH):
+            pos = np.clip(pos + 3 * action[t], 0, SIZE - 3)
+            y, x = np.round(pos).astype(int)
+            image[t, y : y + 3, x : x + 3] = (250, 180, 40)
+        flags = np.zeros(LENGTH, bool)
+        first, last = flags.copy(), flags.copy()
+        first[0], last[-1] = True, True
+        store.add(
+            dict(
+                image=image,
+                action=action,
+                reward=np.zeros(LENGTH, np.float32),
+                is_first=first,
+                is_last=last,
+                is_terminal=flags.copy(),
+            )
+        )
+    return EpisodeStore(path)
+
+
 def pushed_dot_store(path: Path, episodes: int, seed: int = 0) -> EpisodeStore:
     """A discrete task with known dynamics: action k of 4 moves a 3x3 dot 2 pixels up, down, left or right (it
     stops at the walls); the action is -1 at the first step, as collected episodes store it."""
@@ -163,25 +193,22 @@ def test_batches_without_a_target_are_skipped_and_a_long_run_of_them_stops_with_
         model.training_step(batch)
 
 
-def test_the_one_step_inverse_model_recovers_moving_squares_actions_well_above_the_mean_action_baseline(
+def test_the_one_step_inverse_model_recovers_known_continuous_actions_far_better_than_the_mean_action(
     tmp_path,
 ):
-    """Moving squares: the action adds to the velocity, so with frames t - 2, t - 1 and t (history 1) it is
-    determined up to the 1-pixel rounding of positions and the clipping at speed 2 and at the walls. On this task
-    the best predictor from the three frames (a lookup of the mean action per pair of pixel steps and position,
-    fitted on 2000 episodes) reaches an MSE of 0.60 of the mean-action baseline's; this run reaches 0.81 of it
-    (seed 1: 0.80; configs/inverse_1step.yaml on 400 episodes: 0.76-0.80 from step 500 to 1500). The test asks
-    for 0.85 or less on held-out episodes, against the mean of those held-out actions (the best constant
-    prediction in hindsight, which favours the baseline)."""
+    """The steered square moves by 3 a pixels, so two frames determine the action up to the rounding of its drawn
+    position (+-0.5 px, +-0.17 in action units) and the walls. Measured on held-out episodes: action MSE 0.15 and
+    0.13 of the mean-action baseline's (seeds 0 and 1, 600 steps); the test asks for 0.3 or less. (On
+    tests/synthetic.py's moving squares, where the action adds to the velocity, the same model reaches only
+    about 0.8 of the baseline: docs/inverse.md.)"""
     L.seed_everything(0, verbose=False)
-    store = square_store(tmp_path / "store", episodes=300)
+    store = steered_square_store(tmp_path / "store", episodes=200)
     data = SequenceDataModule(
         str(store.root), batch_size=32, length=4, val_fraction=0.2, val_batches=16, seed=0
     )
-    model = model_for(data, history=1, cnn_depth=16, hidden=128)
-    metrics = fit(model, data, steps=1000, val_every=500)
-    assert metrics["val/action_mse"] <= 0.85 * metrics["val/baseline_mse"], metrics
-    assert metrics["val/skill"] >= 0.15
+    metrics = fit(model_for(data, cnn_depth=16, hidden=128), data, steps=600)
+    assert metrics["val/action_mse"] <= 0.3 * metrics["val/baseline_mse"], metrics
+    assert metrics["val/skill"] >= 0.7
 
 
 def test_a_discrete_inverse_model_is_far_more_accurate_than_the_majority_action_on_held_out_episodes(
