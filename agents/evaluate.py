@@ -38,6 +38,7 @@ AGENT_CLASSES = (
     "agents.controller.ControllerAgent",
     "agents.planet.PlaNetAgent",
     "agents.dreamer.DreamerAgent",
+    "agents.mbpo.MBPOAgent",
     "agents.distill.DistilledPolicy",
 )
 
@@ -48,7 +49,7 @@ def load_agent(path: str | Path, device: str = "cpu") -> Any:
     if name not in AGENT_CLASSES:
         raise CheckpointError(
             f"{path}: not an agent checkpoint (class {name!r}); give a checkpoint written by `worldmodels agent "
-            "controller|planet|dreamer` (world-model checkpoints of `worldmodels fit`: load_eval_agent)"
+            "controller|planet|dreamer|mbpo|distill` (world-model checkpoints of `worldmodels fit`: load_eval_agent)"
         )
     cls = import_class(name)
     if hasattr(cls, "load_from_checkpoint"):

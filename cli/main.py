@@ -7,7 +7,7 @@
     worldmodels fit -c configs/RECIPE.yaml [--key value]  train a world model (LightningCLI)
     worldmodels dream --ckpt CKPT --data DIR --out dream.mp4   open-loop dreams next to the truth
     worldmodels label --model INV.ckpt --videos DIR       sidecars of actions inferred by an inverse model
-    worldmodels agent controller|planet|dreamer -c configs/RECIPE.yaml   train an agent head on a world model
+    worldmodels agent controller|planet|dreamer|mbpo|distill ...   train an agent head on a world model
     worldmodels eval --ckpt CKPT --env SPEC --episodes N [--video out.mp4]  evaluate a trained agent
     worldmodels play --ckpt CKPT [--env SPEC] [--data DIR]   act inside the model's dream from a web page
 
@@ -292,9 +292,10 @@ AGENTS = {  # name -> what it is, one line each for `worldmodels agent --help`
     "controller": "World Models C: a linear/MLP policy evolved by CMA-ES on a trained world model (V + M, RSSM)",
     "planet": "PlaNet: latent MPC (CEM / MPPI / random shooting) inside a world model, trained online or offline",
     "dreamer": "Dreamer: an actor-critic learned in a world model's imagination, online or offline",
+    "mbpo": "Dyna / MBPO: SAC or a Q-learner on latent features, fed real replay and short branched model rollouts",
     "distill": "a PlaNet planner distilled into a policy network by DAgger: one forward pass per action",
 }
-AGENT_USAGE = "usage: worldmodels agent {controller,planet,dreamer} -c configs/RECIPE.yaml [--key value ...]"
+AGENT_USAGE = f"usage: worldmodels agent {{{','.join(AGENTS)}}} -c configs/RECIPE.yaml [--key value ...]"
 
 
 def cmd_agent(argv: list[str]) -> None:
@@ -326,7 +327,7 @@ def cmd_agent(argv: list[str]) -> None:
 
     from cli.lightning import agent_cli
 
-    agent_class = {"planet": "PlaNetAgent", "dreamer": "DreamerAgent"}[name]
+    agent_class = {"planet": "PlaNetAgent", "dreamer": "DreamerAgent", "mbpo": "MBPOAgent"}[name]
     agent_cli(getattr(importlib.import_module(f"agents.{name}"), agent_class), rest, prog, AGENTS[name])
 
 
@@ -626,7 +627,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser(
         "agent",
-        help="train an agent head: worldmodels agent controller|planet|dreamer -c RECIPE.yaml",
+        help="train an agent head: worldmodels agent NAME ... (worldmodels agent --help lists them)",
         add_help=False,
     )
     sub.add_parser(
