@@ -33,6 +33,17 @@ def square_store(path: Path, episodes: int, seed: int = 0) -> EpisodeStore:
     return EpisodeStore(path)
 
 
+def add_episode(store: EpisodeStore, image: np.ndarray, action: np.ndarray) -> None:
+    """Store one episode of ``LENGTH`` steps with these frames and actions, no rewards, not terminated."""
+    flags = np.zeros(LENGTH, bool)
+    first, last = flags.copy(), flags.copy()
+    first[0], last[-1] = True, True
+    reward = np.zeros(LENGTH, np.float32)
+    store.add(
+        dict(image=image, action=action, reward=reward, is_first=first, is_last=last, is_terminal=flags)
+    )
+
+
 def steered_square_store(path: Path, episodes: int, seed: int = 0) -> EpisodeStore:
     """A continuous task with known dynamics: action a in [-1, 1]^2 moves a 3x3 square by 3 a pixels (its
     position is kept exactly and drawn rounded to whole pixels; it stops at the walls); zeros at the first step."""
@@ -47,19 +58,7 @@ def steered_square_store(path: Path, episodes: int, seed: int = 0) -> EpisodeSto
             pos = np.clip(pos + 3 * action[t], 0, SIZE - 3)
             y, x = np.round(pos).astype(int)
             image[t, y : y + 3, x : x + 3] = (250, 180, 40)
-        flags = np.zeros(LENGTH, bool)
-        first, last = flags.copy(), flags.copy()
-        first[0], last[-1] = True, True
-        store.add(
-            dict(
-                image=image,
-                action=action,
-                reward=np.zeros(LENGTH, np.float32),
-                is_first=first,
-                is_last=last,
-                is_terminal=flags.copy(),
-            )
-        )
+        add_episode(store, image, action)
     return EpisodeStore(path)
 
 
@@ -78,19 +77,7 @@ def pushed_dot_store(path: Path, episodes: int, seed: int = 0) -> EpisodeStore:
             if t > 0:
                 pos = np.clip(pos + moves[action[t]], 0, SIZE - 3)
             image[t, pos[0] : pos[0] + 3, pos[1] : pos[1] + 3] = (250, 180, 40)
-        flags = np.zeros(LENGTH, bool)
-        first, last = flags.copy(), flags.copy()
-        first[0], last[-1] = True, True
-        store.add(
-            dict(
-                image=image,
-                action=action,
-                reward=np.zeros(LENGTH, np.float32),
-                is_first=first,
-                is_last=last,
-                is_terminal=flags.copy(),
-            )
-        )
+        add_episode(store, image, action)
     return EpisodeStore(path)
 
 
