@@ -42,12 +42,14 @@ from worldmodels.interface import WorldModel
 
 warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
 # Lightning's start-up chatter that tells a user of these commands nothing they need (issue #20): the offline
-# data modules have no validation loader by design; the torch-internal deprecation is Lightning's to fix; the
-# checkpoint hint on a fresh `--ckpt_path last` is replaced by `say_resume`; the seed is in config.yaml.
+# data modules have no validation loader by design (an empty list without a held-out split); the torch-internal
+# deprecation is Lightning's to fix; the checkpoint hint on a fresh `--ckpt_path last` is replaced by
+# `say_resume`; the seed is in config.yaml.
 for _message in (
     ".*You defined a `validation_step` but have no `val_dataloader`.*",
     ".*isinstance\\(treespec, LeafSpec\\).*",
     ".*there is no last checkpoint available.*",
+    ".*Total length of `list` across ranks is zero.*",  # no validation split (val_fraction 0): on purpose
     "No seed found, seed set to.*",
 ):
     warnings.filterwarnings("ignore", message=_message)

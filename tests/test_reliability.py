@@ -627,6 +627,7 @@ def test_a_run_into_a_log_prints_plain_progress_lines_and_none_of_lightnings_sta
         "val_dataloader",
         "LeafSpec",
         "HINT",
+        "Total length of `list`",
     ):
         assert chatter not in output, chatter
     assert "\r" not in output
