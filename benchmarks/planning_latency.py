@@ -13,7 +13,8 @@ actions (cheetah run) at 64 px, planning from a posterior state. Weights do not 
 JSON line per batch size:
 
     {"what": "<planner>_plan", "impl": "worldmodels", "device", "dims": {...}, "batch", "median_ms", "min_ms",
-     "peak_mem_mb" (CUDA: max allocated; CPU: the process's peak resident set), "compile", "threads",
+     "first_call_ms" (the first, warm-up call: with --compile it includes compiling), "peak_mem_mb" (CUDA: max
+     allocated; CPU: the process's peak resident set), "compile", "threads",
      "torch"}
 
 On a CPU shared with other busy processes, ``--threads 1`` avoids OpenMP threads waiting on each other.
@@ -73,8 +74,12 @@ def bench(
         with torch.inference_mode():
             planner(model, state, generator=generator)
 
-    for planner in planners.values():
-        for _ in range(warmup):
+    first_ms = {}
+    for name, planner in planners.items():
+        start = time.perf_counter()
+        call(planner)  # the first call: with --compile it includes compiling
+        first_ms[name] = round(1000 * (time.perf_counter() - start), 1)
+        for _ in range(warmup - 1):
             call(planner)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -106,6 +111,7 @@ def bench(
                 "device": device.type,
                 "dims": dims,
                 "batch": batch,
+                "first_call_ms": first_ms[name],
                 "median_ms": round(1000 * statistics.median(times[name]), 2),
                 "min_ms": round(1000 * min(times[name]), 2),
                 "peak_mem_mb": round(peak_mem_mb(device), 1),
@@ -125,7 +131,9 @@ def main() -> None:
         "--batches", type=int, nargs="+", default=[1, 16], help="environments planned at once"
     )
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="untimed calls per planner before timing (at least the first)"
+    )
     parser.add_argument(
         "--planners",
         nargs="+",
