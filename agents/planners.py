@@ -201,10 +201,13 @@ class _Planner:
                 f"{self.ensemble.action_dim}) does not match the model ({model.feature_dim}, {model.action_dim})"
             )
 
-    def _gaussian(self, mean: Tensor, std: Tensor | float, generator: torch.Generator | None) -> Tensor:
-        """mean (N, H, A), std (N, H, A) or float -> candidates (N, J, H, A) clipped to [-1, 1]."""
+    def _gaussian(
+        self, mean: Tensor, std: Tensor | float, generator: torch.Generator | None, count: int | None = None
+    ) -> Tensor:
+        """mean (N, H, A), std (N, H, A) or float -> candidates (N, J, H, A) clipped to [-1, 1]; J = ``count``
+        (default ``candidates``)."""
         noise = torch.randn(
-            (mean.shape[0], self.candidates, *mean.shape[1:]),
+            (mean.shape[0], count or self.candidates, *mean.shape[1:]),
             generator=generator,
             device=mean.device,
             dtype=mean.dtype,
@@ -412,14 +415,23 @@ class GradientPlanner(_Planner):
         generator: torch.Generator | None,
     ) -> Tensor:
         mean = self._initial(model, features, prev_plan)  # (N, H, A); probabilities if discrete
-        if model.discrete:
-            start = _logits(mean)[:, None].expand(-1, self.candidates, -1, -1)
-            noise = torch.randn(start.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-            start = start + self.init_std * noise
-        else:
-            start = self._gaussian(mean, self.init_std, generator)
-        start[:, 0] = _logits(mean) if model.discrete else mean
+        start = self._spread(model, mean, self.candidates, generator)
         return self.refine(model, states, start, self.iterations)
+
+    def _spread(
+        self, model: WorldModel, center: Tensor, count: int, generator: torch.Generator | None
+    ) -> Tensor:
+        """center (N, H, A): actions, or probabilities / one-hots if discrete -> ``count`` starting points
+        (N, R, H, A) for ``refine``: the center itself, then the center plus N(0, ``init_std``) noise (on the
+        logits if discrete; clipped to [-1, 1] if not)."""
+        if model.discrete:
+            base = _logits(center)[:, None].expand(-1, count, -1, -1)
+            noise = torch.randn(base.shape, generator=generator, device=center.device, dtype=center.dtype)
+            start = base + self.init_std * noise
+        else:
+            start = self._gaussian(center, self.init_std, generator, count)
+        start[:, 0] = _logits(center) if model.discrete else center
+        return start
 
     def _actions(self, model: WorldModel, params: Tensor) -> Tensor:
         return _straight_through(params) if model.discrete else params
@@ -499,23 +511,7 @@ class HybridPlanner(GradientPlanner):
         self.proposal._score = self._score  # the proposal scores with this planner's objective
         plan = self.proposal._optimize(model, states, features, prev_plan, generator)  # (N, H, A)
         start_state = {k: v[:: self.candidates] for k, v in states.items()}  # (N, ...)
-        if model.discrete:
-            base = _logits(plan)[:, None].expand(-1, self.restarts, -1, -1)
-            noise = torch.randn(base.shape, generator=generator, device=plan.device, dtype=plan.dtype)
-            start = base + self.init_std * noise
-            start[:, 0] = _logits(plan)
-        else:
-            start = (
-                plan[:, None]
-                + self.init_std
-                * torch.randn(
-                    (plan.shape[0], self.restarts, *plan.shape[1:]),
-                    generator=generator,
-                    device=plan.device,
-                    dtype=plan.dtype,
-                )
-            ).clamp(-1.0, 1.0)
-            start[:, 0] = plan
+        start = self._spread(model, plan, self.restarts, generator)
         return self.refine(model, tile(start_state, self.restarts), start, self.refine_steps)
 
 

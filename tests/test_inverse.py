@@ -81,18 +81,25 @@ def pushed_dot_store(path: Path, episodes: int, seed: int = 0) -> EpisodeStore:
     return EpisodeStore(path)
 
 
-def fit(model: InverseDynamics, data: SequenceDataModule, steps: int, val_every: int | None = None) -> dict:
-    """Train with Lightning as `worldmodels fit` does (no logs, no checkpoints); the last metrics, as floats."""
-    trainer = L.Trainer(
-        max_steps=steps,
-        val_check_interval=val_every or steps,
-        check_val_every_n_epoch=None,
-        num_sanity_val_steps=0,
+def quiet_trainer(**options) -> L.Trainer:
+    """A CPU Trainer without logs, checkpoints, progress bar or model summary, with ``options`` on top."""
+    return L.Trainer(
         accelerator="cpu",
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        **options,
+    )
+
+
+def fit(model: InverseDynamics, data: SequenceDataModule, steps: int, val_every: int | None = None) -> dict:
+    """Train with Lightning as `worldmodels fit` does (no logs, no checkpoints); the last metrics, as floats."""
+    trainer = quiet_trainer(
+        max_steps=steps,
+        val_check_interval=val_every or steps,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
     )
     trainer.fit(model, datamodule=data)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -100,15 +107,7 @@ def fit(model: InverseDynamics, data: SequenceDataModule, steps: int, val_every:
 
 def save_model(path: Path, model: InverseDynamics, data: SequenceDataModule, steps: int = 2) -> Path:
     """A checkpoint as `worldmodels fit` writes it, after ``steps`` training steps."""
-    trainer = L.Trainer(
-        max_steps=steps,
-        limit_val_batches=0,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(max_steps=steps, limit_val_batches=0)
     trainer.fit(model, datamodule=data)
     trainer.save_checkpoint(path)
     return path

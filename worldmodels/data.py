@@ -297,20 +297,25 @@ class SequenceDataModule(L.LightningDataModule):
     def _train_split(self) -> str:
         return "train" if self.val_fraction > 0 else "all"
 
-    def train_dataloader(self) -> DataLoader:
-        step = self.trainer.global_step if self.trainer is not None else 0  # restored before this is called
-        dataset = SequenceDataset(
+    def _dataset(self, split: str, start_step: int = 0, limit: int | None = None) -> SequenceDataset:
+        """The windows of one split of this module's sources (``SequenceDataset``)."""
+        return SequenceDataset(
             self.paths,
             self.length,
             self.size,
             self.seed,
             self.on_corrupt,
-            step,
+            start_step,
             self.replay_budget_mb,
-            split=self._train_split,
+            split=split,
             val_fraction=self.val_fraction,
+            limit=limit,
             camera=self.camera,
         )
+
+    def train_dataloader(self) -> DataLoader:
+        step = self.trainer.global_step if self.trainer is not None else 0  # restored before this is called
+        dataset = self._dataset(self._train_split, step)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -325,18 +330,7 @@ class SequenceDataModule(L.LightningDataModule):
         list (Lightning skips validation) when ``val_fraction`` is 0."""
         if self.val_fraction <= 0:
             return []
-        dataset = SequenceDataset(
-            self.paths,
-            self.length,
-            self.size,
-            self.seed,
-            self.on_corrupt,
-            replay_budget_mb=self.replay_budget_mb,
-            split="val",
-            val_fraction=self.val_fraction,
-            limit=self.val_batches * self.batch_size,
-            camera=self.camera,
-        )
+        dataset = self._dataset("val", limit=self.val_batches * self.batch_size)
         return DataLoader(dataset, batch_size=self.batch_size, pin_memory=torch.cuda.is_available())
 
     def sample_batch(
