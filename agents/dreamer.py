@@ -71,6 +71,7 @@ from torch.distributions import (
 
 from agents.head import WorldModelHead, exploration_noise, lambda_return
 from encoders.mlp import init_weights, mlp
+from encoders.precision import float32_between_networks
 from worldmodels.distributions import BINS, TwoHotSymlog, unimix
 from worldmodels.errors import ConfigError
 from worldmodels.guards import NONFINITE_MODES, check_finite
@@ -416,7 +417,7 @@ class DreamerAgent(WorldModelHead):
         backprop = self.actor_grad == "backprop"
         with torch.set_grad_enabled(backprop and torch.is_grad_enabled()):
             features, actions = self.imagine(start, reparameterize=backprop)  # (N, H+1, F), (N, H, A)
-            after = features[:, 1:]  # s_1..s_H
+            after = features[:, 1:].contiguous()  # s_1..s_H (contiguous: see the note on s_0..s_{H-1} below)
             reward = self.world_model.reward_from_features(after).float()
             cont = self.world_model.cont_from_features(after).float()  # P(continue) (N, H)
             if self.imagined_cont == "mode":  # DreamerV3: the Bernoulli's mode, 1 or 0
@@ -428,7 +429,9 @@ class DreamerAgent(WorldModelHead):
         if self.return_scale is not None:
             self.return_scale.update(returns)
             scale = self.return_scale.scale()
-        features = features[:, :-1].detach()  # s_0..s_{H-1}
+        # s_0..s_{H-1}, copied once into contiguous memory: a Linear on the strided slice runs as a batched
+        # matmul against N expanded copies of its weight (docs/benchmarks.md: 2.2 s of the M update)
+        features = features[:, :-1].detach().contiguous()
         policy = self.actor(features)  # pi(. | s_t), t < H
         advantage = (
             returns - value[:, :-1]
@@ -470,7 +473,12 @@ class DreamerAgent(WorldModelHead):
         optimizer.step() if counts_as_step else optimizer.optimizer.step()
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int = 0) -> None:
-        """batch: image (B, T, H, W, 3) uint8, action (B, T, A), reward, is_first, is_terminal (B, T)."""
+        """batch: image (B, T, H, W, 3) uint8, action (B, T, A), reward, is_first, is_terminal (B, T). Under a
+        mixed-precision autocast only the networks compute in low precision (encoders/precision.py)."""
+        with float32_between_networks():
+            self._training_step(batch)
+
+    def _training_step(self, batch: dict[str, Tensor]) -> None:
         optimizers = list(self.optimizers())
         metrics: dict[str, Tensor] = {}
         if self.train_world_model:

@@ -23,6 +23,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from encoders.mlp import LN_EPS, STYLES
+from encoders.precision import low_precision
 
 Style = Literal["planet", "dreamerv1", "dreamerv3"]
 PAPER_SIZE = 64  # PlaNet / DreamerV1: 64x64x3 frames
@@ -86,7 +87,10 @@ class ConvEncoder(nn.Module):
             self.to(memory_format=torch.channels_last)
 
     def forward(self, images: Tensor) -> Tensor:
-        """images (N, C, H, W) -> (N, out_dim)."""
+        """images (N, C, H, W) -> (N, out_dim); in a training step's mixed precision: low, float32 out."""
+        return low_precision(self._forward, images)
+
+    def _forward(self, images: Tensor) -> Tensor:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return rearrange(self.convs(images), "n c h w -> n (c h w)")
@@ -133,7 +137,10 @@ class ConvDecoder(nn.Module):
             self.to(memory_format=torch.channels_last)
 
     def forward(self, features: Tensor) -> Tensor:
-        """features (N, F) -> (N, 3, H, W)."""
+        """features (N, F) -> (N, 3, H, W); in a training step's mixed precision: low, float32 out."""
+        return low_precision(self._forward, features)
+
+    def _forward(self, features: Tensor) -> Tensor:
         x = rearrange(self.linear(features), "n (c h w) -> n c h w", h=self.side, w=self.side)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

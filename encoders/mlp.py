@@ -13,6 +13,8 @@ import math
 import torch
 from torch import nn
 
+from encoders.precision import Network
+
 STYLES = ("planet", "dreamerv1", "dreamerv3")
 LN_EPS = 1e-3  # DreamerV3 code (nets.Norm): jax.nn.standardize(x, epsilon=1e-3); torch's default is 1e-5
 TRUNC_STD = 0.87962566103423978  # DreamerV3 code (nets.Initializer): std of N(0, 1) truncated to [-2, 2]
@@ -27,12 +29,13 @@ def dense(style: str, in_dim: int, out_dim: int) -> list[nn.Module]:
     return [nn.Linear(in_dim, out_dim, bias=False), nn.LayerNorm(out_dim, eps=LN_EPS), nn.SiLU()]
 
 
-def mlp(style: str, in_dim: int, hidden: int, layers: int, out_dim: int) -> nn.Sequential:
-    """(..., in_dim) -> (..., out_dim) through ``layers`` hidden layers of ``hidden`` units (``dense``)."""
+def mlp(style: str, in_dim: int, hidden: int, layers: int, out_dim: int) -> Network:
+    """(..., in_dim) -> (..., out_dim) through ``layers`` hidden layers of ``hidden`` units (``dense``); a
+    ``Network``: in a training step's mixed precision it computes in low precision and returns float32."""
     mods: list[nn.Module] = []
     for i in range(layers):
         mods += dense(style, in_dim if i == 0 else hidden, hidden)
-    return nn.Sequential(*mods, nn.Linear(hidden if layers else in_dim, out_dim))
+    return Network(*mods, nn.Linear(hidden if layers else in_dim, out_dim))
 
 
 def _fans(weight: torch.Tensor, transposed: bool) -> tuple[int, int]:

@@ -323,7 +323,8 @@ def test_action_free_training_on_video():
 def test_compiled_step_matches_eager():
     """The compiled filter step draws the same latents as the eager one (SAME_DRAWS: Inductor's own random
     generator drew others, a 1.2% loss difference on Intel, 0.55% on AMD EPYC), so the losses differ only by
-    the fused kernels' float rounding: the one-hot samples are equal and the loss agrees to 1e-4."""
+    the fused kernels' float rounding: the one-hot samples are equal and the loss agrees to 1e-4. The compiled
+    imagination step likewise draws what the eager one draws, three steps from the last posterior."""
     eager = tiny("dreamerv3-XS")
     compiled = tiny("dreamerv3-XS", compile=True)
     compiled.load_state_dict(eager.state_dict())
@@ -332,6 +333,15 @@ def test_compiled_step_matches_eager():
     for model in (eager, compiled):
         torch.manual_seed(0)
         total, _, post = model.loss(batch)
-        results.append((total.detach(), post["stoch"].detach().argmax(-1)))  # straight-through: argmax
+        state = {k: v[:, -1].detach() for k, v in post.items()}
+        draws = []
+        for _ in range(3):
+            state = model.imagine(state, torch.full((2, model.action_dim), 0.5))
+            draws.append(state["stoch"].argmax(-1))
+        results.append(
+            (total.detach(), post["stoch"].detach().argmax(-1), torch.stack(draws), state["deter"])
+        )
     assert torch.equal(results[0][1], results[1][1])  # the same categorical draws at every step
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-4, atol=1e-3)
+    assert torch.equal(results[0][2], results[1][2])  # imagined draws
+    torch.testing.assert_close(results[0][3], results[1][3], rtol=1e-4, atol=1e-5)

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from encoders.conv import ConvDecoder, ConvEncoder, num_stages
 from encoders.mlp import LN_EPS, dense, init_weights, mlp
 from encoders.pixels import to_float, to_uint8
+from encoders.precision import Network, float32_between_networks, low_precision
 from worldmodels.distributions import (
     BINS,
     SAME_DRAWS,
@@ -258,12 +259,12 @@ class RSSM(L.LightningModule):
         stats_dim = self.stoch_dim if self.categorical else 2 * cfg["stoch"]
 
         self.encoder = ConvEncoder(image_size, cfg["cnn_depth"], style, channels_last)
-        self.img_in = nn.Sequential(*dense(style, self.stoch_dim + action_dim, hidden_dim))
+        self.img_in = Network(*dense(style, self.stoch_dim + action_dim, hidden_dim))
         gru = LayerNormGRUCell if style == "dreamerv3" else nn.GRUCell
         self.cell = gru(hidden_dim, cfg["deter"])
-        self.img_out = nn.Sequential(*dense(style, cfg["deter"], hidden_dim))
+        self.img_out = Network(*dense(style, cfg["deter"], hidden_dim))
         self.img_stats = nn.Linear(hidden_dim, stats_dim)
-        self.obs_out = nn.Sequential(*dense(style, cfg["deter"] + self.encoder.out_dim, hidden_dim))
+        self.obs_out = Network(*dense(style, cfg["deter"] + self.encoder.out_dim, hidden_dim))
         self.obs_stats = nn.Linear(hidden_dim, stats_dim)
 
         self.decoder = ConvDecoder(self.feature_dim, image_size, cfg["cnn_depth"], style, channels_last)
@@ -278,7 +279,9 @@ class RSSM(L.LightningModule):
         if twohot:  # DreamerV3 code: reward output layer initialized to zeros (reward_head outscale 0)
             nn.init.zeros_(self.reward_head[-1].weight)
             nn.init.zeros_(self.reward_head[-1].bias)
+        # compile: the filter step and the imagination step, each one graph (docs/benchmarks.md section 2)
         self._step_fn = torch.compile(self._step, options=SAME_DRAWS) if compile else self._step
+        self._imagine_fn = torch.compile(self._imagine, options=SAME_DRAWS) if compile else self._imagine
 
     # --- the shared interface ---------------------------------------------------------------------------
 
@@ -294,7 +297,7 @@ class RSSM(L.LightningModule):
             state = {"deter": zeros(cfg["deter"]), "stoch": zeros(cfg["stoch"]), **stats}
         if cfg["initial"] == "learned":
             deter = torch.tanh(self.initial_deter)[None]  # (1, D)
-            stats = self._stats(self.img_stats(self.img_out(deter)))
+            stats = self._prior_stats(deter)
             state["deter"] = deter.expand(batch_size, -1)
             state["stoch"] = latent_mode(stats).expand(batch_size, *state["stoch"].shape[1:])
         return state
@@ -308,6 +311,9 @@ class RSSM(L.LightningModule):
 
     def imagine(self, state: State, action: Tensor) -> State:
         """state (B, ...), action (B, A) -> prior state (B, ...); differentiable (rsample / straight-through)."""
+        return self._imagine_fn(state, action)
+
+    def _imagine(self, state: State, action: Tensor) -> State:
         return self._prior(self._deter(state, action))
 
     def features(self, state: State) -> Tensor:
@@ -361,12 +367,16 @@ class RSSM(L.LightningModule):
         clip = self.config["action_clip"]
         if clip > 0:
             action = action * (clip / action.abs().clamp(min=clip)).detach()
-        return self.cell(self.img_in(torch.cat([self._flat(state["stoch"]), action], -1)), state["deter"])
+        x = self.img_in(torch.cat([self._flat(state["stoch"]), action], -1))
+        return low_precision(self.cell, x, state["deter"])
 
     def _prior(self, deter: Tensor) -> State:
         """deter (..., D) -> prior state (..., ...): the prior's statistics from h and a sample of z."""
-        stats = self._stats(self.img_stats(self.img_out(deter)))
+        stats = self._prior_stats(deter)
         return {"deter": deter, "stoch": latent_sample(stats), **stats}
+
+    def _prior_stats(self, deter: Tensor) -> dict[str, Tensor]:
+        return self._stats(low_precision(self.img_stats, self.img_out(deter)))
 
     def _step(
         self, state: State, action: Tensor, obs_in: Tensor, is_first: Tensor, init: State, w_deter: Tensor
@@ -376,8 +386,10 @@ class RSSM(L.LightningModule):
         is_first (B,); w_deter (hidden, D) the deter columns of that Linear's weight."""
         state = {k: _reset(state[k], init[k], is_first) for k in ("deter", "stoch")}
         deter = self._deter(state, action)
-        hidden = self.obs_out[1:](obs_in + deter @ w_deter.T)  # obs_out(cat([deter, embed])), split in two
-        stats = self._stats(self.obs_stats(hidden))
+        hidden = self.obs_out[1:](
+            obs_in + low_precision(torch.matmul, deter, w_deter.T)
+        )  # obs_out(cat(...)) split
+        stats = self._stats(low_precision(self.obs_stats, hidden))
         return {"deter": deter, "stoch": latent_sample(stats), **stats}
 
     def _filter(
@@ -394,7 +406,8 @@ class RSSM(L.LightningModule):
         actions = actions.to(embed.dtype) * (~is_first).to(embed.dtype)[..., None]  # no action into a reset
         first = self.obs_out[0]  # Linear(deter + embed -> hidden)
         deter_dim = self.config["deter"]
-        obs_in = F.linear(embed, first.weight[:, deter_dim:], first.bias)  # (B, T, hidden)
+        w_embed, bias = first.weight[:, deter_dim:], first.bias
+        obs_in = low_precision(lambda e: F.linear(e, w_embed, bias), embed)  # (B, T, hidden)
         w_deter = first.weight[:, :deter_dim]
         init = self.initial(batch)
         state = init if state is None else state
@@ -428,7 +441,12 @@ class RSSM(L.LightningModule):
         is_terminal (B, T) -> (total loss, detached metrics, posterior states (B, T, ...)).
 
         Metrics: loss, image, reward, kl, post_entropy, prior_entropy; cont with a continue head; dyn and rep
-        with KL balancing. The KL terms are the raw means, before free nats and scales."""
+        with KL balancing. The KL terms are the raw means, before free nats and scales. Under a mixed-precision
+        autocast only the networks compute in low precision (encoders/precision.py)."""
+        with float32_between_networks():
+            return self._loss(batch)
+
+    def _loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor], State]:
         cfg, images = self.config, batch["image"]
         self._check(images, batch["action"], batch["is_first"])
         x = to_float(images, self.config["image_bits"], noise=True)  # (B, T, 3, H, W)
