@@ -23,7 +23,8 @@ Prints one JSON line per case:
 
     {"what": "dreamer_update" | "world_model_update", "impl": "worldmodels", "device", "size", "variant",
      "switches": {...}, "dims": {...}, "median_s", "min_s", "times_s", "load1" (1-min load average before each
-     timed update), "peak_mem_mb" (CUDA: max allocated; CPU: the worker's peak resident set), "base_rss_mb"
+     timed update), "warmup_s" (the untimed updates first: with ``compile`` the first includes compiling),
+     "peak_mem_mb" (CUDA: max allocated; CPU: the worker's peak resident set), "base_rss_mb"
      (resident set with torch imported, before the model's code is imported), "threads", "torch", "lightning",
      "python"}
 
@@ -32,7 +33,9 @@ Variants (fast paths; ``base`` is the toolkit's default):
     base            fp32, torch's default Adam implementation, no compile
     fused           Adam(fused=True)            foreach         Adam(foreach=True)
     channels_last   RSSM(channels_last=True)    compile         RSSM(compile=True): torch.compile of the RSSM step
-    bf16            Fabric precision bf16-mixed (autocast: GPUs, and CPUs with AMX-BF16)
+    bf16            Fabric precision bf16-mixed (autocast: GPUs, and CPUs with AMX-BF16); only the networks
+                    compute in bf16, the code between them in float32 (encoders/precision.py)
+    bf16_step       bf16-mixed with the whole training step under the one autocast (the layout before issue #19)
     novalidate      torch.distributions.Distribution.set_default_validate_args(False): the Categorical inside
                     OneHotCategorical checks its logits at every construction (a host sync on a GPU)
     fast            fused + channels_last + compile
@@ -69,6 +72,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "channels_last": {"channels_last": True},
     "compile": {"compile": True},
     "bf16": {"precision": "bf16-mixed"},
+    "bf16_step": {"precision": "bf16-mixed", "autocast": "step"},
     "novalidate": {"validate_args": False},
     "fast": {"optimizer": "fused", "channels_last": True, "compile": True},
 }
@@ -77,6 +81,7 @@ DEFAULT_SWITCHES = {
     "channels_last": False,
     "compile": False,
     "precision": "32-true",
+    "autocast": "networks",
     "validate_args": True,
 }
 
@@ -137,6 +142,7 @@ class Worker:
         self.info = self._reply()
         self.times: list[float] = []
         self.loads: list[float] = []
+        self.warmup: list[float] = []  # the untimed updates' seconds: the first includes any compiling
 
     def _reply(self) -> dict[str, Any]:
         line = self.proc.stdout.readline()
@@ -172,7 +178,7 @@ def alternate(
     (``wait_quiet``), then records the 1-min load with the time."""
     for _ in range(warmup):
         for worker in workers:
-            worker.ask("step")
+            worker.warmup.append(worker.ask("step")["s"])
     for worker in workers:
         worker.ask("reset")
     for r in range(repeats):
@@ -191,6 +197,7 @@ def result(worker: Worker) -> dict[str, Any]:
         "min_s": round(min(times), 3),
         "times_s": [round(t, 3) for t in times],
         "load1": [round(x, 2) for x in worker.loads],
+        "warmup_s": [round(t, 3) for t in worker.warmup],
         **worker.ask("stats"),
     }
 
@@ -253,6 +260,10 @@ def build_ours(args: argparse.Namespace) -> tuple[Callable[[], None], dict[str, 
     from worldmodels.rssm import PRESETS, RSSM
 
     device = torch.device(args.device)
+    if args.autocast == "step":  # float32_between_networks finds no autocast to narrow: one step-wide context
+        import encoders.precision
+
+        encoders.precision.DEVICE_TYPES = ()
     torch.manual_seed(0)
     overrides = {"channels_last": args.channels_last, "compile": args.compile}
     preset = f"dreamerv3-{args.size}"
@@ -362,7 +373,7 @@ def worker_command(
         str(args.image_size),
     ]
     command += ["--action-dim", str(args.action_dim), "--optimizer", switches["optimizer"]]
-    command += ["--precision", switches["precision"]]
+    command += ["--precision", switches["precision"], "--autocast", switches["autocast"]]
     command += ["--channels-last"] * switches["channels_last"] + ["--compile"] * switches["compile"]
     command += ["--no-validate-args"] * (not switches["validate_args"])
     return command + (["--threads", str(args.threads)] if args.threads else [])
@@ -382,6 +393,12 @@ def main() -> None:
     parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
     parser.add_argument("--channels-last", action="store_true", help="RSSM(channels_last=True)")
     parser.add_argument("--compile", action="store_true", help="RSSM(compile=True)")
+    parser.add_argument(
+        "--autocast",
+        default="networks",
+        choices=["networks", "step"],
+        help="bf16: networks only, or the whole step",
+    )
     parser.add_argument(
         "--no-validate-args",
         dest="validate_args",

@@ -12,12 +12,14 @@
 # runs only those (setup always runs), e.g. to rerun one that failed.
 #   setup            30   wheels from .whl (if carried) onto PYTHONPATH, then a "device" line
 #   gpu_tests        120  python -m pytest -m gpu tests/test_gpu.py -> {"what": "gpu_tests", "passed", ...}
-#   dreamer_update   100  benchmarks/dreamer_update.py: DreamerV3-S full and world-model update, fp32 + bf16
+#   dreamer_update   100  benchmarks/dreamer_update.py: DreamerV3-S full and world-model update, fp32 + bf16 (both layouts)
 #   sheeprl          110  benchmarks/sheeprl_side_by_side.py: the S full update next to SheepRL 0.8.4's
 #                         (skipped with {"what": "sheeprl_side_by_side", "skipped": true, "reason"} when
 #                         SheepRL cannot be imported: carry its wheels, see --prepare)
 #   cem              40   benchmarks/planning_latency.py: one CEM plan (PlaNet setting) at batch 1 and 16
 #   dream            50   benchmarks/dream_rollouts.py: one CMA-ES generation, 64 x 16 dreams, horizon 1000
+#   sheeprl_bf16     110  the S full update next to SheepRL's, both bf16-mixed (issue #19 item 1)
+#   bf16_numerics    90   benchmarks/bf16_numerics.py: 200 DreamerV3-S updates fp32 vs bf16 (both layouts)
 #
 # Setup on a bare GPU machine: nothing is downloaded there. Its image has torch, lightning, einops, pytest,
 # numpy, ...; this check needs nothing else except for SheepRL (sheeprl, hydra-core, omegaconf, antlr4,
@@ -211,13 +213,15 @@ else
     DREAM=(--horizon 1000 --repeats 3)
 fi
 section dreamer_update 100 "$PY" benchmarks/dreamer_update.py --device "$DEV" "${UPDATE[@]}" \
-    --what full world_model --variants base bf16
+    --what full world_model --variants base bf16 bf16_step
 
 if "$PY" -c "import sheeprl, hydra, omegaconf, gymnasium" 2>"$WORK/sheeprl_import.err"; then
     section sheeprl 110 "$PY" benchmarks/sheeprl_side_by_side.py --device "$DEV" "${UPDATE[@]}" --what full \
         --sheeprl-python "$PY"
+    SHEEPRL_BF16=(--sheeprl-python "$PY")
 elif ((DRY)) && [[ -x .bench/sheeprl-venv/bin/python ]]; then
     section sheeprl 110 "$PY" benchmarks/sheeprl_side_by_side.py --device "$DEV" "${UPDATE[@]}" --what full
+    SHEEPRL_BF16=()
 elif [[ -z ${GPU_CHECK_SECTIONS:-} || " $GPU_CHECK_SECTIONS " == *" sheeprl "* ]]; then
     ORDER+=(sheeprl)
     STATUS[sheeprl]=skipped
@@ -227,6 +231,16 @@ fi
 
 section cem 40 "$PY" benchmarks/planning_latency.py --device "$DEV" "${CEM[@]}"
 section dream 50 "$PY" benchmarks/dream_rollouts.py --device "$DEV" "${DREAM[@]}"
+# issue #19 item 1: bf16 against SheepRL's bf16 in the same run, and the 200-update loss comparison
+if [[ -n ${SHEEPRL_BF16+set} ]]; then
+    section sheeprl_bf16 110 "$PY" benchmarks/sheeprl_side_by_side.py --device "$DEV" "${UPDATE[@]}" --what full \
+        --precision bf16-mixed "${SHEEPRL_BF16[@]}"
+fi
+if ((DRY)); then
+    section bf16_numerics 90 "$PY" benchmarks/bf16_numerics.py --device "$DEV" --tiny --size 16 --updates 4 --last 2
+else
+    section bf16_numerics 90 "$PY" benchmarks/bf16_numerics.py --device "$DEV"
+fi
 
 # --- summary -------------------------------------------------------------------------------------------------
 statuses="{"
