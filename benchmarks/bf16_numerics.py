@@ -95,7 +95,8 @@ def run(agent: DreamerAgent, batches: list, device: str, prec: str, mode: str, l
 
     precision.DEVICE_TYPES = ("cuda", "cpu") if mode == "modules" else ()  # "step": the one-context layout
     fabric = Fabric(accelerator=device, devices=1, precision=prec)
-    module, *_ = fabric.setup(copy.deepcopy(agent), *agent.configure_optimizers())
+    fresh = copy.deepcopy(agent)  # the same initial weights for every run; its own optimizers
+    module, *_ = fabric.setup(fresh, *fresh.configure_optimizers())
     logged: list[dict[str, float]] = []
     fabric.log_dict = lambda metrics, step=None: logged.append(
         {k: float(v) for k, v in metrics.items() if k.removeprefix("train/") in TERMS}

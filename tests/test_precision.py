@@ -79,7 +79,8 @@ def test_a_bf16_mixed_dreamer_run_keeps_its_world_model_losses_within_2_percent_
     losses = {}
     for precision in ("32-true", "bf16-mixed"):
         fabric = Fabric(accelerator="cpu", devices=1, precision=precision)
-        module, *_ = fabric.setup(copy.deepcopy(agent), *agent.configure_optimizers())
+        fresh = copy.deepcopy(agent)  # the same initial weights for every run; its own optimizers
+        module, *_ = fabric.setup(fresh, *fresh.configure_optimizers())
         logged: list[float] = []
         fabric.log_dict = lambda metrics, step=None, logged=logged: logged.append(
             float(metrics["train/loss"])
