@@ -219,9 +219,11 @@ if "$PY" -c "import sheeprl, hydra, omegaconf, gymnasium" 2>"$WORK/sheeprl_impor
     section sheeprl 110 "$PY" benchmarks/sheeprl_side_by_side.py --device "$DEV" "${UPDATE[@]}" --what full \
         --sheeprl-python "$PY"
     SHEEPRL_BF16=(--sheeprl-python "$PY")
+    SHEEPRL_OK=1
 elif ((DRY)) && [[ -x .bench/sheeprl-venv/bin/python ]]; then
     section sheeprl 110 "$PY" benchmarks/sheeprl_side_by_side.py --device "$DEV" "${UPDATE[@]}" --what full
     SHEEPRL_BF16=()
+    SHEEPRL_OK=1
 elif [[ -z ${GPU_CHECK_SECTIONS:-} || " $GPU_CHECK_SECTIONS " == *" sheeprl "* ]]; then
     ORDER+=(sheeprl)
     STATUS[sheeprl]=skipped
@@ -232,7 +234,7 @@ fi
 section cem 40 "$PY" benchmarks/planning_latency.py --device "$DEV" "${CEM[@]}"
 section dream 50 "$PY" benchmarks/dream_rollouts.py --device "$DEV" "${DREAM[@]}"
 # issue #19 item 1: bf16 against SheepRL's bf16 in the same run, and the 200-update loss comparison
-if [[ -n ${SHEEPRL_BF16+set} ]]; then
+if [[ ${SHEEPRL_OK:-0} == 1 ]]; then
     section sheeprl_bf16 110 "$PY" benchmarks/sheeprl_side_by_side.py --device "$DEV" "${UPDATE[@]}" --what full \
         --precision bf16-mixed "${SHEEPRL_BF16[@]}"
 fi
