@@ -30,6 +30,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
+import gymnasium as gym
 import lightning as L
 import numpy as np
 import torch
@@ -84,6 +85,15 @@ class OnlineDataModule(SequenceDataModule):
     (batch 16 x 64) each env collects 0.5 steps per training step, so a 500-step episode gives its first window
     after 128 updates instead of 1000; it costs one file of 64 frames per env every 64 steps, deleted when the
     episode finishes. ``0`` writes finished episodes only.
+
+    ``overlap`` (default False; used with 2 or more envs): the envs run as two groups of worker processes (3
+    envs: 2 + 1) and ``collect`` chooses one group's actions while the other group steps, instead of acting for
+    all envs and then waiting for them all; the stored episodes are the same. It pays where ``act`` on half the
+    envs costs about half as much as on all of them, or the envs are slow. The DreamerV3-S ``act`` is mostly a
+    fixed cost per call (9 ms for 2 envs, 11 ms for 4 on one Zen3 core): split in two it adds ~7 ms of CPU per
+    vector step, and on 2 cores the overlap only breaks even with 4 or 8 envs (docs/benchmarks.md, section 3).
+    ``act_threads`` (default 1; None keeps the count set) is the torch thread count while acting, restored
+    after each ``collect``: one thread beat two by 14-36% with 4 envs on 2 cores; a switch costs 0.05-0.25 ms.
     """
 
     def __init__(
@@ -106,12 +116,14 @@ class OnlineDataModule(SequenceDataModule):
         seed: int = 0,
         replay_budget_mb: int = 2048,
         chunk_steps: int = 64,
+        overlap: bool = False,
+        act_threads: int | None = 1,
     ) -> None:
         if chunk_steps < 0:
             raise ConfigError(
                 f"chunk_steps={chunk_steps}: use 0 (finished episodes only) or a positive number"
             )
-        self.chunk_steps = chunk_steps
+        self.chunk_steps, self.overlap, self.act_threads = chunk_steps, overlap, act_threads
         self.env_spec, self.num_envs, self.offline = env, num_envs, offline
         self.action_repeat, self.max_env_steps, self.ratio_schedule = action_repeat, None, None
         self.train_every, self.collect_episodes, self.collect_steps = (
@@ -208,15 +220,28 @@ class OnlineDataModule(SequenceDataModule):
 
     def _start(self) -> None:
         seed = int(self._rng.integers(2**31))
-        self._envs = envs.make_vector(
-            self.env_spec, self.num_envs, size=self.size, action_repeat=self.action_repeat, seed=seed
-        )
-        obs, _ = self._envs.reset(seed=seed)
-        self._obs = obs
-        self._is_first = np.ones(self.num_envs, bool)
-        self._needs_reset = np.zeros(self.num_envs, bool)
-        self._buffers: list[dict[str, list]] = [self._new_buffer(o) for o in obs]
-        self._policy_state: Any = None
+        n = self.num_envs
+        # two groups whose steps overlap (the first takes the odd env), or one
+        bounds = [0, (n + 1) // 2, n] if self.overlap and n > 1 else [0, n]
+        self._groups = [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+        self._envs = []
+        for group in self._groups:  # each group's envs are seeded seed + start ... as one vector env would be
+            self._envs.append(
+                envs.make_vector(
+                    self.env_spec,
+                    group.stop - group.start,
+                    size=self.size,
+                    action_repeat=self.action_repeat,
+                    seed=seed + group.start,
+                    processes=n > 1,
+                )
+            )
+        self._obs = [env.reset(seed=seed + g.start)[0] for env, g in zip(self._envs, self._groups)]
+        self._is_first = np.ones(n, bool)
+        self._needs_reset = np.zeros(n, bool)
+        self._buffers: list[dict[str, list]] = [self._new_buffer(o) for obs in self._obs for o in obs]
+        self._policy_state: list[Any] = [None] * len(self._groups)  # the agent's carry, one per group
+        self._pending: list[np.ndarray | None] = [None] * len(self._groups)  # actions sent, not yet received
 
     def _new_buffer(self, obs: np.ndarray) -> dict[str, Any]:
         """An episode in progress: its steps so far, its store key, how many steps are in written chunks."""
@@ -260,39 +285,100 @@ class OnlineDataModule(SequenceDataModule):
     @torch.no_grad()
     def collect(self, agent: Agent, steps: int = 0, episodes: int = 0, explore: bool = True) -> list[float]:
         """Step all envs with ``agent`` for ``steps`` vector steps, or until ``episodes`` episodes finish.
-        Returns the returns of the episodes finished meanwhile (partial episodes carry over to the next call)."""
+        Returns the returns of the episodes finished meanwhile (partial episodes carry over to the next call).
+
+        With ``overlap`` the envs are two groups: while one group's workers step, ``agent.act`` chooses the
+        other group's actions and the loop stores the steps just received, so a step of every env is a round
+        of the two groups. The stores' contents are those of the one-group loop (``overlap=False``) given the
+        same actions; ``act`` sees half the envs at a time, with a carry per group. With ``episodes`` each
+        round ends with both groups received, so the loop stops where the one-group loop would. Nothing is in
+        flight when it returns. ``agent.act`` runs with ``act_threads`` torch threads (the count before is
+        restored on return)."""
         if self._envs is None:
             self._start()
         returns: list[float] = []
-        done_steps = 0
-        while (steps and done_steps < steps) or (episodes and len(returns) < episodes):
-            obs = torch.from_numpy(self._obs)
-            action, self._policy_state = agent.act(
-                obs, torch.from_numpy(self._is_first), self._policy_state, explore
-            )
-            action = action.detach().float().cpu().numpy()
-            env_action = action.argmax(-1) if self.discrete else np.clip(action, -1, 1)
-            self._obs, reward, terminated, truncated, _ = self._envs.step(env_action)
-            self._is_first = self._needs_reset.copy()
-            for i in range(self.num_envs):
-                if self._needs_reset[i]:  # gymnasium's next-step autoreset: this obs starts a new episode
-                    self._buffers[i] = self._new_buffer(self._obs[i])
-                    self._needs_reset[i] = False
-                    continue
-                buffer = self._buffers[i]
-                buffer["image"].append(self._obs[i])
-                buffer["action"].append(
-                    int(env_action[i]) if self.discrete else env_action[i].astype(np.float32)
-                )
-                buffer["reward"].append(float(reward[i]))
-                if terminated[i] or truncated[i]:
-                    buffer["terminal"] = bool(terminated[i])
-                    returns.append(self._finish(buffer))
-                    self._needs_reset[i] = True
-                elif self.chunk_steps and len(buffer["image"]) - buffer["written"] >= self.chunk_steps:
-                    self._write_chunk(buffer)
-            done_steps += 1
+        threads = torch.get_num_threads()
+        if self.act_threads and self.act_threads != threads:
+            torch.set_num_threads(self.act_threads)
+        try:
+            done = 0
+            while (steps and done < steps) or (episodes and len(returns) < episodes):
+                for g in range(len(self._groups)):
+                    self._advance(agent, g, explore, returns)
+                if episodes or len(self._groups) == 1:
+                    self._drain(returns)
+                done += 1
+            self._drain(returns)
+        finally:
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
         return returns
+
+    def _advance(self, agent: Agent, g: int, explore: bool, returns: list[float]) -> None:
+        """Group ``g``: receive its step in flight (if any), choose and send its next actions, then store the
+        received step while the envs step."""
+        received = self._receive(g) if self._pending[g] is not None else None
+        group = self._groups[g]
+        action, self._policy_state[g] = agent.act(
+            torch.from_numpy(self._obs[g]),
+            torch.from_numpy(self._is_first[group]),
+            self._policy_state[g],
+            explore,
+        )
+        action = action.detach().float().cpu().numpy()
+        env_action = action.argmax(-1) if self.discrete else np.clip(action, -1, 1)
+        if isinstance(self._envs[g], gym.vector.AsyncVectorEnv):
+            self._envs[g].step_async(env_action)
+        self._pending[g] = env_action
+        if received is not None:
+            self._record(group, *received, returns)
+
+    def _drain(self, returns: list[float]) -> None:
+        """Receive and store every group's step in flight."""
+        for g, group in enumerate(self._groups):
+            if self._pending[g] is not None:
+                self._record(group, *self._receive(g), returns)
+
+    def _receive(self, g: int) -> tuple[np.ndarray, ...]:
+        """Wait for group ``g``'s step -> (env_action (n, ...), obs (n, H, W, 3), reward (n,), terminated (n,),
+        truncated (n,), is_first (n,): the obs starts an episode); updates the group's obs and flags."""
+        env, env_action, group = self._envs[g], self._pending[g], self._groups[g]
+        self._pending[g] = None
+        if isinstance(env, gym.vector.AsyncVectorEnv):
+            obs, reward, terminated, truncated, _ = env.step_wait()
+        else:
+            obs, reward, terminated, truncated, _ = env.step(env_action)
+        is_first = self._needs_reset[group].copy()  # gymnasium's next-step autoreset: a reset obs, no step
+        self._obs[g], self._is_first[group] = obs, is_first
+        self._needs_reset[group] = terminated | truncated
+        return env_action, obs, reward, terminated, truncated, is_first
+
+    def _record(
+        self,
+        group: slice,
+        env_action: np.ndarray,
+        obs: np.ndarray,
+        reward: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+        is_first: np.ndarray,
+        returns: list[float],
+    ) -> None:
+        """Append one received step of the envs in ``group`` to their episodes: a reset obs starts a new
+        buffer, an episode's end is stored (its return appended to ``returns``), a full chunk is written."""
+        for j, i in enumerate(range(group.start, group.stop)):
+            if is_first[j]:
+                self._buffers[i] = self._new_buffer(obs[j])
+                continue
+            buffer = self._buffers[i]
+            buffer["image"].append(obs[j])
+            buffer["action"].append(int(env_action[j]) if self.discrete else env_action[j].astype(np.float32))
+            buffer["reward"].append(float(reward[j]))
+            if terminated[j] or truncated[j]:
+                buffer["terminal"] = bool(terminated[j])
+                returns.append(self._finish(buffer))
+            elif self.chunk_steps and len(buffer["image"]) - buffer["written"] >= self.chunk_steps:
+                self._write_chunk(buffer)
 
     def state_dict(self) -> dict[str, Any]:
         """Saved in every checkpoint, so `worldmodels eval` knows the env and action repeat trained on."""
@@ -310,7 +396,8 @@ class OnlineDataModule(SequenceDataModule):
             for buffer, finished in zip(self._buffers, self._needs_reset):
                 if buffer["written"] and not finished:
                     self._finish(buffer)
-            self._envs.close()
+            for env in self._envs:
+                env.close()
             self._envs = None
 
 

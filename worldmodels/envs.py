@@ -268,14 +268,17 @@ def make_vector(
     action_repeat: int | None = None,
     seed: int | None = None,
     crop: bool | None = None,
+    processes: bool | None = None,
 ) -> gym.vector.VectorEnv:
     """``num_envs`` copies of ``make(spec, ...)``, env ``i`` seeded with ``seed + i``.
 
     Observations are batched: ``(num_envs, size, size, 3)`` uint8.
 
-    More than one env runs in ``AsyncVectorEnv`` worker processes started with ``spawn`` (a process that has
-    rendered with EGL hangs in forked children). Gymnasium's default autoreset mode applies: the step after
-    an episode ends resets that env.
+    With ``processes`` (None: when ``num_envs > 1``) the envs run in ``AsyncVectorEnv`` worker processes
+    started with ``spawn`` (a process that has rendered with EGL hangs in forked children), one per env, and
+    can step while this process works (``step_async`` / ``step_wait``); else in this process
+    (``SyncVectorEnv``). Gymnasium's default autoreset mode applies: the step after an episode ends resets
+    that env.
     """
     if num_envs < 1:
         raise ConfigError(f"num_envs must be >= 1, got num_envs={num_envs}")
@@ -283,7 +286,7 @@ def make_vector(
         functools.partial(make, spec, size, action_repeat, None if seed is None else seed + i, crop)
         for i in range(num_envs)
     ]
-    if num_envs == 1:
+    if not (num_envs > 1 if processes is None else processes):
         vector_env: gym.vector.VectorEnv = gym.vector.SyncVectorEnv(factories)
     else:
         vector_env = gym.vector.AsyncVectorEnv(factories, context="spawn")
