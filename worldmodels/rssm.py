@@ -307,7 +307,8 @@ class RSSM(L.LightningModule):
 
         ``state`` (B, ...) continues a previous call; ``is_first`` resets a sequence to ``initial``."""
         self._check(images, actions, is_first)
-        return self._filter(to_float(images, self.config["image_bits"]), actions, is_first, state)[0]
+        x = to_float(images, self.config["image_bits"])
+        return self._filter(x, actions, is_first, state, priors=False)[0]
 
     def imagine(self, state: State, action: Tensor) -> State:
         """state (B, ...), action (B, A) -> prior state (B, ...); differentiable (rsample / straight-through)."""
@@ -393,9 +394,10 @@ class RSSM(L.LightningModule):
         return {"deter": deter, "stoch": latent_sample(stats), **stats}
 
     def _filter(
-        self, x: Tensor, actions: Tensor, is_first: Tensor, state: State | None = None
-    ) -> tuple[State, State]:
-        """x (B, T, 3, H, W) float, actions (B, T, A), is_first (B, T) -> posteriors, priors (B, T, ...).
+        self, x: Tensor, actions: Tensor, is_first: Tensor, state: State | None = None, priors: bool = True
+    ) -> tuple[State, State | None]:
+        """x (B, T, 3, H, W) float, actions (B, T, A), is_first (B, T) -> posteriors, priors (B, T, ...); the
+        priors are None with ``priors=False`` (``observe``: acting and filtering need the posteriors only).
 
         Only the recurrence runs step by step. The work that does not depend on the previous step is done for
         the whole sequence at once: the encoder, the embedding's share of the posterior layer, the action
@@ -416,7 +418,7 @@ class RSSM(L.LightningModule):
             state = self._step_fn(state, actions[:, t], obs_in[:, t], is_first[:, t], init, w_deter)
             posts.append(state)
         post = stack_time(posts)
-        return post, self._prior(post["deter"])
+        return post, self._prior(post["deter"]) if priors else None
 
     def _check(self, images: Tensor, actions: Tensor, is_first: Tensor) -> None:
         size, dim = self.image_size, self.action_dim
