@@ -56,6 +56,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from dreamer_update import wait_quiet  # noqa: E402
 
 from agents.dreamer import DreamerAgent  # noqa: E402
 from agents.online import OnlineDataModule  # noqa: E402
@@ -126,13 +129,6 @@ def time_variants(
             run["times"].append((time.perf_counter() - start) / args.steps)
             run["cpu"].append((cpu_seconds(pids[k]) - cpu) / args.steps)
     return runs
-
-
-def wait_quiet(max_load: float | None, wait_s: float) -> None:
-    """Sleep (polling every 5 s, at most ``wait_s``) until the 1-min load average is at most ``max_load``."""
-    deadline = time.monotonic() + wait_s
-    while max_load is not None and os.getloadavg()[0] > max_load and time.monotonic() < deadline:
-        time.sleep(5)
 
 
 def worker_pids(vector_envs: list[Any]) -> list[int]:
